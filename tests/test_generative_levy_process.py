@@ -272,3 +272,34 @@ def test_tiny_mlp_loss_decreases_on_2d_data():
         losses.append(loss.item())
     # Compare means over 50 steps: the loss is noisy (heavy-tailed targets).
     assert np.mean(losses[-50:]) < 0.8 * np.mean(losses[:50])
+
+
+def test_lim_facade_trains_and_samples():
+    torch.manual_seed(0)
+    process = GenerativeLevyProcess(1.8, "cpu", 50, LIM=True, clamp_eps=20.0)
+    assert process.LIM
+    net = TinyMLP()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    centers = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    losses = []
+    for _ in range(200):
+        x_start = centers[torch.randint(0, 2, (256,))] + 0.05 * torch.randn(256, 2)
+        loss = process.training_losses({"default": net}, x_start)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-40:]) < 0.8 * np.mean(losses[:40])
+    for deterministic in (False, True):
+        samples, history = process.sample(
+            {"default": net}, (64, 2), 20, deterministic=deterministic, get_sample_history=True
+        )
+        assert samples.shape == (64, 2)
+        assert history.shape == (21, 64, 2)
+        assert torch.isfinite(samples).all()
+
+
+def test_lim_rejects_dlpm_only_sampling_options():
+    process = GenerativeLevyProcess(1.8, "cpu", 20, LIM=True)
+    with pytest.raises(ValueError, match="DLPM only"):
+        process.sample({"default": TinyMLP()}, (4, 2), clip_denoised=True)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlpm.methods.dlpm import DLPM, broadcast_to_batch
+from dlpm.methods.lim import EXACT_SCORE_WEIGHT, LevyVPSDE, lim_sample, lim_training_losses
 from dlpm.methods.samplers import sample_dlim, sample_dlpm
 
 __all__ = ["GenerativeLevyProcess", "LossOptions", "lp_loss", "reduce_median_of_means"]
@@ -120,7 +121,9 @@ class GenerativeLevyProcess:
         rescale_timesteps: give the network ``t/T`` in [0, 1) rather than the integer step, which
             lets sampling use fewer steps than training.
         isotropic: one ``A`` per example, or one per coordinate.
-        LIM: use the continuous-time Levy-Ito model instead of DLPM.
+        LIM: use the continuous-time Levy-Ito model (Yoon et al. 2023) instead of DLPM: the
+            network then receives continuous time t in [1e-5, 0.9946] and predicts -eps/alpha,
+            and ``reverse_steps`` sets the sampling grid.
         scale: ``'scale_preserving'`` or ``'scale_exploding'``.
         input_scaling: divide the network input by ``1 + sigma_bar_t`` (scale-exploding runs).
         gaussian: the unit-variance Gaussian DDPM baseline (alpha forced to 2, ``A = 1``).
@@ -153,9 +156,11 @@ class GenerativeLevyProcess:
             raise NotImplementedError(
                 f"model_var_type {model_var_type!r} is not supported; supported: {MODEL_VAR_TYPES}"
             )
-        if LIM:
-            raise NotImplementedError("LIM=True is not available yet; use LIM=False (DLPM)")
-        self.LIM = False
+        self.LIM = bool(LIM)
+        # LIM's continuous-time SDE (Yoon et al. 2023); the DLPM chain below still fixes alpha,
+        # the default number of reverse steps and the noise options for both methods.
+        self.sde = LevyVPSDE(alpha) if self.LIM else None
+        self.lim_score_weight = EXACT_SCORE_WEIGHT
         self.rescale_timesteps = bool(rescale_timesteps)
         self.input_scaling = bool(input_scaling)
         self.dlpm = DLPM(
@@ -215,6 +220,19 @@ class GenerativeLevyProcess:
         clamp_a = options.clamp_a if options.clamp_a is not None else dlpm.clamp_a
         clamp_eps = options.clamp_eps if options.clamp_eps is not None else dlpm.clamp_eps
         gen = options.generator
+        if self.sde is not None:
+            # LIM's own objective: smooth L1 against -eps/alpha at t ~ U(t_min, T); the DLPM
+            # options lploss and loss_monte_carlo do not apply to it.
+            losses = lim_training_losses(
+                net,
+                x_start,
+                self.sde,
+                generator=gen,
+                isotropic=dlpm.isotropic,
+                clamp_a=clamp_a,
+                clamp_eps=clamp_eps,
+            )
+            return {"loss": losses.mean()}
         batch = x_start.shape[0]
         device = x_start.device
 
@@ -301,15 +319,35 @@ class GenerativeLevyProcess:
             Samples of ``shape``, or ``(samples, history)``.
         """
         steps = self.reverse_steps if reverse_steps is None else int(reverse_steps)
-        if steps != self.reverse_steps and not self.rescale_timesteps:
+        if steps != self.reverse_steps and not self.rescale_timesteps and not self.LIM:
             raise ValueError(
                 f"reverse_steps={steps} differs from the training steps {self.reverse_steps}, "
                 "which needs rescale_timesteps=True"
             )
-        dlpm = self.dlpm if steps == self.reverse_steps else self.dlpm.rebuild(steps)
-        clamp_a = clamp_a if clamp_a is not None else dlpm.clamp_a
-        clamp_eps = clamp_eps if clamp_eps is not None else dlpm.clamp_eps
+        clamp_a = clamp_a if clamp_a is not None else self.dlpm.clamp_a
+        clamp_eps = clamp_eps if clamp_eps is not None else self.dlpm.clamp_eps
         shape = tuple(shape)
+        if self.sde is not None:
+            if clip_denoised or dlim_eta:
+                raise ValueError("clip_denoised and dlim_eta apply to DLPM only, not to LIM")
+            with _eval_mode(models):
+                return lim_sample(
+                    models["default"],
+                    shape,
+                    self.sde,
+                    steps,
+                    deterministic=deterministic,
+                    generator=generator,
+                    isotropic=self.dlpm.isotropic,
+                    clamp_a=clamp_a,
+                    clamp_eps=clamp_eps,
+                    score_weight=self.lim_score_weight,
+                    get_sample_history=get_sample_history,
+                    progress=print_progression,
+                    device=self.device,
+                )
+
+        dlpm = self.dlpm if steps == self.reverse_steps else self.dlpm.rebuild(steps)
         eps_fn = self._eps_function(models["default"], dlpm, shape[0], clip_denoised)
 
         common = dict(
