@@ -1,0 +1,237 @@
+"""Evaluation: generate samples from each model variant, score them, save results and plots.
+
+Results go to ``eval_results.json`` in the run folder, written atomically after each variant::
+
+    {"epochs": {"20": {"settings": {...}, "variants": {"model": {...}, "ema_0.99": {...}}}}}
+
+Metrics are chosen by the kind of data: ``"2d"`` uses :func:`bem.metrics.two_d.evaluate_2d`.
+Other kinds register theirs with :func:`register_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bem.checkpoint import capture_rng_state, restore_rng_state
+from bem.files import atomic_write, write_json_atomic
+from bem.generation import GeneratedSamples, generate_samples
+from bem.Logger import Logger
+from bem.protocol import GenerativeMethod
+from bem.sections import EvalConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Evaluator", "load_results", "register_metrics"]
+
+MetricFunction = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
+
+# Metrics shown in the console line of an evaluation when present; all go to the JSON file.
+_HEADLINE = ("wasserstein", "mmd", "msle_norm", "f1", "prd_f1", "nonfinite_gen", "max_norm_gen")
+
+
+def _evaluate_2d(real: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
+    from bem.metrics.two_d import evaluate_2d
+
+    return evaluate_2d(real, generated)
+
+
+_METRICS: dict[str, MetricFunction] = {"2d": _evaluate_2d}
+
+
+def register_metrics(kind: str, function: MetricFunction) -> None:
+    """Use ``function(real, generated) -> {name: value}`` to score data of ``kind``."""
+    _METRICS[kind] = function
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read an ``eval_results.json`` file; a missing file gives an empty result set."""
+    path = Path(path)
+    if not path.is_file():
+        return {"epochs": {}}
+    with path.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict) or not isinstance(data.get("epochs"), dict):
+        raise ValueError(f"{path} is not an evaluation results file (no 'epochs' mapping)")
+    return data
+
+
+class Evaluator:
+    """Score generated samples against held-out real data, per epoch and model variant.
+
+    Args:
+        run_dir: the run folder; results and plots are written there.
+        reference: held-out real data, shape (M, *item_shape).
+        kind: data kind, a key of the metric registry (``"2d"``).
+        item_shape: shape of one sample.
+        options: the ``eval`` config section.
+        sink: logger that receives the metrics and figure paths.
+        progress: show the sampler's progress bar.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        reference: torch.Tensor,
+        kind: str,
+        item_shape: tuple[int, ...],
+        options: EvalConfig,
+        sink: Logger,
+        progress: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.reference = reference
+        self.kind = kind
+        self.item_shape = tuple(item_shape)
+        self.options = options
+        self.sink = sink
+        self.progress = progress
+        self.results_path = self.run_dir / "eval_results.json"
+
+    def evaluate(
+        self,
+        method: GenerativeMethod,
+        variants: Mapping[str, Mapping[str, nn.Module]],
+        epoch: int,
+        *,
+        seed: int,
+        nsamples: int | None = None,
+        animate: bool | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Generate from each variant, score, plot and store the results of ``epoch``.
+
+        Every variant samples with the same noise seed, so their differences come from the
+        weights. The global random states are restored afterwards, so evaluating does not
+        change the course of training.
+
+        Args:
+            method: the method whose sampler runs.
+            variants: variant name (``"model"``, ``"ema_0.999"``) to its models.
+            epoch: completed training epochs of the weights.
+            seed: seed of the sampling noise.
+            nsamples: samples per variant (default ``options.nsamples``).
+            animate: save a GIF of the reverse process (default ``options.animate``).
+            settings: sampling options to store with the results.
+
+        Returns:
+            variant name to its metrics (``{"error": message}`` when scoring failed).
+        """
+        nsamples = nsamples or self.options.nsamples
+        animate = self.options.animate if animate is None else animate
+        saved_rng = capture_rng_state()
+        try:
+            results = {}
+            for variant, models in variants.items():
+                results[variant] = self._evaluate_variant(
+                    method, variant, models, epoch, seed, nsamples, animate
+                )
+                self._store(epoch, variant, results[variant], settings, nsamples)
+        finally:
+            restore_rng_state(saved_rng)
+        return results
+
+    def _evaluate_variant(
+        self,
+        method: GenerativeMethod,
+        variant: str,
+        models: Mapping[str, nn.Module],
+        epoch: int,
+        seed: int,
+        nsamples: int,
+        animate: bool,
+    ) -> dict[str, Any]:
+        first_model = next(iter(models.values()))
+        device = next(first_model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        history_samples = self.options.animate_nsamples if animate else 0
+        generated = generate_samples(
+            method,
+            models,
+            self.item_shape,
+            nsamples,
+            self.options.batch_size,
+            generator=generator,
+            history_samples=history_samples,
+            progress=self.progress,
+        )
+        tag = f"epoch{epoch}_{variant}"
+        if self.options.save_samples:
+            with atomic_write(self.run_dir / f"samples_{tag}.pt") as handle:
+                torch.save(generated.samples, handle)
+        self._plot(generated, variant, epoch, tag, animate)
+
+        metric_function = _METRICS.get(self.kind)
+        if metric_function is None:
+            logger.warning("no metrics registered for data kind %r; skipped scoring", self.kind)
+            return {}
+        try:
+            metrics = metric_function(self.reference, generated.samples)
+        except ValueError as error:
+            logger.error("evaluation of %s at epoch %d failed: %s", variant, epoch, error)
+            return {"error": str(error)}
+        for key, value in metrics.items():
+            self.sink.log(f"eval/{variant}/{key}", value, epoch)
+        headline = [f"{k} {metrics[k]:.4g}" for k in _HEADLINE if k in metrics]
+        logger.info("eval epoch %d %s: %s", epoch, variant, " | ".join(headline))
+        return metrics
+
+    def _plot(
+        self, generated: GeneratedSamples, variant: str, epoch: int, tag: str, animate: bool
+    ) -> None:
+        if not (self.options.plot or animate):
+            return
+        from bem import plots
+
+        title = f"{variant}, epoch {epoch}"
+        figures = {}
+        if self.options.plot and self.kind == "2d":
+            figures["scatter"] = self.run_dir / f"scatter_{tag}.png"
+            plots.scatter_real_vs_generated(
+                self.reference, generated.samples, figures["scatter"], title=title
+            )
+            figures["survival"] = self.run_dir / f"survival_{tag}.png"
+            plots.survival_plot(self.reference, generated.samples, figures["survival"])
+        elif self.options.plot and self.kind == "image":
+            figures["samples"] = self.run_dir / f"samples_{tag}.png"
+            plots.image_grid(generated.samples[:64], figures["samples"], nrow=8)
+        if animate and generated.history is not None and self.kind == "2d":
+            figures["reverse_process"] = self.run_dir / f"reverse_{tag}.gif"
+            plots.animate_reverse_process(
+                generated.history, figures["reverse_process"], real=self.reference
+            )
+        for name, path in figures.items():
+            self.sink.log_figure(f"{name}/{variant}", path, epoch)
+            logger.info("saved %s", path)
+
+    def _store(
+        self,
+        epoch: int,
+        variant: str,
+        metrics: Mapping[str, Any],
+        settings: Mapping[str, Any] | None,
+        nsamples: int,
+    ) -> None:
+        results = load_results(self.results_path)
+        entry = results["epochs"].setdefault(str(epoch), {"settings": {}, "variants": {}})
+        entry["settings"] = {"nsamples": nsamples, **(settings or {})}
+        entry["variants"][variant] = dict(metrics)
+        results["epochs"] = dict(sorted(results["epochs"].items(), key=lambda kv: int(kv[0])))
+        write_json_atomic(self.results_path, _json_safe(results))

@@ -1,0 +1,62 @@
+"""Train a model: ``python run.py [--config NAME] [--name NAME] [flags]``; see ``--help``.
+
+Without flags, trains the default 2D config into ``models/default/``. Invalid input exits with
+status 2 before anything is written; a non-finite loss exits with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from bem.checkpoint import CheckpointError
+from bem.config import ConfigError
+from bem.Experiments import Experiment
+from bem.training import NonFiniteLossError
+from dlpm.cli import build_config, build_parser, run_folder, setup_logging
+from dlpm.dlpm_experiment import dlpm_init
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser("run", "Train a DLPM (or DDPM) model and evaluate it on schedule.")
+    args = parser.parse_args(argv)
+    setup_logging()
+    resume = args.resume or args.resume_epoch is not None
+
+    # Every check of the input runs here, before the first file is written.
+    try:
+        p = build_config(args, "run")
+        experiment = Experiment(run_folder(args), p, init=dlpm_init())
+        experiment.print_parameters()
+        experiment.prepare()
+        if resume:
+            experiment.load(args.resume_epoch)
+    except (ConfigError, CheckpointError, ValueError, TypeError, NotImplementedError) as error:
+        parser.error(str(error))
+
+    try:
+        with logging_redirect_tqdm():
+            summary = experiment.run()
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        experiment.terminate()
+
+    run_dir = summary["run_dir"]
+    loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4g}"
+    print(f"trained {summary['epoch']} epochs ({summary['step']} steps), last loss {loss}")
+    if summary["checkpoint"] is None:
+        print(f"checkpoint: none written, {summary['epoch']} epochs were already completed")
+    else:
+        print(f"checkpoint: {summary['checkpoint']}")
+    print(f"metrics:    {run_dir / 'metrics.jsonl'}, {run_dir / 'losses.json'}")
+    if summary["eval"] is not None:
+        print(f"evaluation: {run_dir / 'eval_results.json'}")
+        print(f"plots:      {run_dir}/scatter_*.png, {run_dir}/survival_*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
