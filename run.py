@@ -27,12 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     # Every check of the input runs here, before the first file is written.
     try:
         p = build_config(args, "run")
-        experiment = Experiment(run_folder(args), p, init=dlpm_init())
+        experiment = Experiment(run_folder(args), p, init=dlpm_init(), overwrite=args.overwrite)
         experiment.print_parameters()
         experiment.prepare()
         if resume:
             experiment.load(args.resume_epoch)
-    except (ConfigError, CheckpointError, ValueError, TypeError, NotImplementedError) as error:
+        experiment.check_run_folder()
+    except (
+        ConfigError,
+        CheckpointError,
+        FileExistsError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ) as error:
         parser.error(str(error))
 
     try:

@@ -44,7 +44,8 @@ from bem.data import make_batch_source
 from bem.ema import EMA
 from bem.evaluation import Evaluator
 from bem.files import write_json_atomic, write_text_atomic
-from bem.Logger import CompositeLogger, DefaultLogger, Logger, make_logger
+from bem.Logger import CompositeLogger, DefaultLogger, Logger
+from bem.loggers import make_logger
 from bem.protocol import ExperimentInit
 from bem.sections import bem_sections
 from bem.training import Trainer, TrainState
@@ -54,7 +55,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["Experiment", "resolve_device"]
 
 # Files of a previous run that a fresh run in the same folder replaces.
-_RUN_FILES = ("metrics.jsonl", "eval_results.json", "losses.json")
+_RUN_FILES = (
+    "metrics.jsonl",
+    "eval_results.json",
+    "losses.json",
+    "mlflow_run.json",
+    "neptune_run.json",
+)
 # Offsets from the run seed of the independent random streams.
 _DATA_ORDER_OFFSET, _NOISE_OFFSET, _EVAL_OFFSET = 1, 2, 3
 
@@ -93,6 +100,8 @@ class Experiment:
         logger: an extra :class:`bem.Logger.Logger`; the default console and ``metrics.jsonl``
             logger is always on.
         init: the method package's hand-over, see :class:`bem.protocol.ExperimentInit`.
+        overwrite: let a fresh run replace the checkpoints and results of an earlier run in
+            the same folder; without it such a run raises ``FileExistsError`` before writing.
 
     Raises:
         bem.config.ConfigError: if ``p`` is invalid.
@@ -105,8 +114,10 @@ class Experiment:
         logger: Logger | None = None,
         *,
         init: ExperimentInit,
+        overwrite: bool = False,
     ) -> None:
         self.run_dir = Path(checkpoint_dir)
+        self.overwrite = bool(overwrite)
         self.init = init
         self.config = init.schema().parse(p)
         self.p = self.config.p
@@ -197,7 +208,28 @@ class Experiment:
         if not self._prepared:
             raise RuntimeError("call Experiment.prepare() first")
 
-    def _open_run_folder(self, write_config: bool = True) -> None:
+    def previous_run_files(self) -> list[Path]:
+        """Return the files of an earlier run that a fresh run in this folder would replace."""
+        if self._resumed or not self.run_dir.exists():
+            return []
+        stale = [self.run_dir / n for n in _RUN_FILES if (self.run_dir / n).exists()]
+        return stale + list(list_checkpoints(self.run_dir).values())
+
+    def check_run_folder(self) -> None:
+        """Raise ``FileExistsError`` if a fresh run would replace an earlier run's files.
+
+        Called before anything is written, unless the experiment was built with
+        ``overwrite=True``; a resumed run continues the folder instead.
+        """
+        stale = self.previous_run_files()
+        if stale and not self.overwrite:
+            raise FileExistsError(
+                f"{self.run_dir} already contains a run ({len(stale)} file(s), e.g."
+                f" {stale[0].name}); continue it with --resume, replace it with --overwrite,"
+                " or choose another --name"
+            )
+
+    def _open_run_folder(self, write_config: bool = True, purge_step: int | None = None) -> None:
         """Create the run folder, write ``config.yml`` and start the loggers (once).
 
         Evaluation of a loaded checkpoint passes ``write_config=False``, so the config of
@@ -205,22 +237,19 @@ class Experiment:
         """
         if self._folder_open:
             return
+        self.check_run_folder()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self._resumed:
-            stale = [self.run_dir / n for n in _RUN_FILES if (self.run_dir / n).exists()]
-            stale += list(list_checkpoints(self.run_dir).values())
-            if stale:
-                logger.warning(
-                    "fresh run in %s replaces %d file(s) of a previous run (use --resume to"
-                    " continue it instead)",
-                    self.run_dir,
-                    len(stale),
-                )
-                for path in stale:
-                    path.unlink()
+        stale = self.previous_run_files()
+        if stale:
+            logger.warning("--overwrite: removing %d file(s) of the previous run", len(stale))
+            for path in stale:
+                path.unlink()
         if write_config or not (self.run_dir / "config.yml").exists():
             write_text_atomic(self.run_dir / "config.yml", self.config.to_yaml())
-        trackers = [make_logger(name, self.run_dir) for name in self.config.logger.trackers]
+        trackers = [
+            make_logger(spec, self.run_dir, self.p, resume=self._resumed, purge_step=purge_step)
+            for spec in self.config.logger.trackers
+        ]
         self.sink.loggers.extend(trackers)
         self.sink.initialize(self.p)
         self._folder_open = True
@@ -345,7 +374,8 @@ class Experiment:
                 nothing is saved for the failing epoch.
         """
         self._require_prepared()
-        self._open_run_folder()
+        # A resumed run hides the tracker values logged after its checkpoint.
+        self._open_run_folder(purge_step=self.epoch + 1 if self._resumed else None)
         run = self.config.run
         if self.epoch >= run.epochs:
             logger.info("%d epochs already completed; run.epochs = %d", self.epoch, run.epochs)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from bem.config import option
 from bem.datasets import DataConfig
-from bem.Logger import available_loggers
+from bem.loggers import check_logger_spec
 
 __all__ = [
     "EvalConfig",
@@ -100,8 +100,17 @@ class LoggerConfig:
     """Config section ``logger``: tracker backends beside the default console and JSONL log."""
 
     trackers: tuple[str, ...] = option(
-        (), choices=available_loggers, help="registered tracker loggers to use"
+        (),
+        help="tracker loggers: tensorboard, mlflow, neptune, a registered name or"
+        " module.path:ClassName",
     )
+
+    tracker: str = option("tensorboard", help="the tracker that --log without a value turns on")
+
+    def __post_init__(self) -> None:
+        check_logger_spec(self.tracker)
+        for spec in self.trackers:
+            check_logger_spec(spec)
 
 
 def bem_sections() -> dict[str, type]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from bem.config import ConfigError, load_yaml, set_by_path
 from bem.datasets import available_datasets
+from bem.loggers import check_logger_spec
 from dlpm.dlpm_experiment import METHODS
 
 __all__ = [
@@ -66,6 +67,19 @@ def _plain_name(text: str) -> str:
             " without '/' or '..'"
         )
     return text
+
+
+def _logger_spec(text: str) -> str:
+    try:
+        return check_logger_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _apply_log(p: dict, value: list[str]) -> None:
+    """``--log`` alone turns on the configured tracker; ``--log NAME ...`` names them."""
+    trackers = value or [p.get("logger", {}).get("tracker", "tensorboard")]
+    set_by_path(p, "logger.trackers", list(trackers))
 
 
 positive_int = _number(int, 1)
@@ -253,10 +267,27 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--log",
         "logger.trackers",
-        "tracker loggers to add to the console and metrics.jsonl log",
-        str,
+        "turn on tracker loggers beside the console and metrics.jsonl log: tensorboard,"
+        " mlflow, neptune or module.path:ClassName (without a value: the config's"
+        " logger.tracker)",
+        _logger_spec,
+        nargs="*",
+        metavar="TRACKER",
+        apply=_apply_log,
+    ),
+    Flag(
+        "--logger",
+        "logger.trackers",
+        "the tracker logger to use: tensorboard, mlflow, neptune or module.path:ClassName",
+        _logger_spec,
         nargs="+",
         metavar="TRACKER",
+    ),
+    Flag(
+        "--overwrite",
+        None,
+        "let a fresh run replace the checkpoints and results of an earlier run of the same name",
+        scripts=("run",),
     ),
     Flag("--no_progress", "run.progress", "hide the progress bars", value=False),
     Flag("--animate", "eval.animate", "save a GIF of the reverse process at each evaluation"),

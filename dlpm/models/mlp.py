@@ -240,6 +240,10 @@ class MLP(nn.Module):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         t = t.to(x.dtype)
+        if t.shape[0] > 1 and bool((t == t[0]).all()):
+            # Samplers call the network with one time for the whole batch: embed it once and
+            # let (1, E) broadcast, which saves a third of the matrix products at batch 10,000.
+            t = t[:1]
         features = self.time_features(t[:, None] if self.time_emb_type == "learnable" else t)
         emb = self.time_mlp(features)
 

@@ -1,0 +1,51 @@
+"""A fresh run never replaces an earlier run silently; tracker flags reach the config."""
+
+from test_cli import TINY, exit_status, write_config
+
+from dlpm.cli import build_config, build_parser
+
+
+def test_fresh_run_refuses_existing_run(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "kept", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    checkpoint = tmp_path / "models" / "kept" / "checkpoint_1.pt"
+    before = checkpoint.read_bytes()
+
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before
+
+
+def test_overwrite_replaces_earlier_run(tmp_path, monkeypatch):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "replaced", "--epochs", "2", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    shorter = ("--config", str(config), "--name", "replaced", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *shorter, "--overwrite") == 0
+    run_dir = tmp_path / "models" / "replaced"
+    assert (run_dir / "checkpoint_1.pt").is_file()
+    assert not (run_dir / "checkpoint_2.pt").exists()
+
+
+def test_log_without_value_turns_on_configured_tracker(tmp_path):
+    parser = build_parser("run", "test")
+    config = write_config(tmp_path, TINY | {"logger": {"tracker": "mlflow"}})
+    p = build_config(parser.parse_args(["--config", str(config), "--log"]), "run")
+    assert p["logger"]["trackers"] == ["mlflow"]
+    p = build_config(parser.parse_args(["--config", str(config), "--logger", "tensorboard"]), "run")
+    assert p["logger"]["trackers"] == ["tensorboard"]
+
+
+def test_bad_logger_spec_exits_2(tmp_path, monkeypatch, capsys):
+    assert exit_status("run.py", tmp_path, monkeypatch, "--logger", "no such/logger") == 2
+    assert "invalid logger" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_tensorboard_logger_writes_events(tmp_path, monkeypatch):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "tb", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args, "--logger", "tensorboard") == 0
+    events = list((tmp_path / "models" / "tb" / "tb").glob("events.out.tfevents.*"))
+    assert events
