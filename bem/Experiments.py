@@ -158,12 +158,16 @@ class Experiment:
         self.models = self.init.init_models(self.config, self.data.item_shape, self.device)
         self.optimizers, self.lr_schedules = self.init.init_optimizers(self.config, self.models)
         self.emas = {
-            name: [EMA(model, rate) for rate in training.ema_rates]
+            name: [EMA(model, rate, training.ema_schedule) for rate in training.ema_rates]
             for name, model in self.models.items()
         }
 
         self.batches = make_batch_source(
-            self.data.train, training.batch_size, self.seed + _DATA_ORDER_OFFSET, self.device
+            self.data.train,
+            training.batch_size,
+            self.seed + _DATA_ORDER_OFFSET,
+            self.device,
+            num_workers=self.data.num_workers,
         )
         self.noise_generator = torch.Generator(device=self.device)
         self.noise_generator.manual_seed(self.seed + _NOISE_OFFSET)
@@ -194,6 +198,7 @@ class Experiment:
             self.config.eval,
             self.sink,
             progress=run.progress,
+            metrics=self.data.metrics,
         )
         n_params = sum(p.numel() for m in self.models.values() for p in m.parameters())
         logger.info(
@@ -344,7 +349,7 @@ class Experiment:
                 ema.load_state_dict(by_rate[ema.rate])
             else:
                 logger.warning("no EMA at rate %g in the checkpoint; it restarts now", ema.rate)
-                self.emas[name][index] = EMA(model, ema.rate)
+                self.emas[name][index] = EMA(model, ema.rate, ema.schedule)
         self.trainer.emas[name] = self.emas[name]
 
     def _warn_config_changes(self, stored: Mapping[str, Any], path: Path) -> None:

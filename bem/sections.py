@@ -50,6 +50,11 @@ class TrainingConfig:
     grad_clip: float | None = option(
         None, gt=0.0, help="clip the gradient norm to this value (null: no clipping)"
     )
+    ema_schedule: Literal["warmup", "bias_corrected"] = option(
+        "warmup",
+        help="EMA decay schedule: min(rate, (1+n)/(10+n)) at update n, or Adam's bias"
+        " correction (which weights early updates almost uniformly in short runs)",
+    )
     ema_rates: tuple[float, ...] = option(
         (), gt=0.0, lt=1.0, help="decay rates of the bias-corrected EMA models"
     )

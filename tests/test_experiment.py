@@ -161,7 +161,7 @@ def test_no_files_before_run(tmp_path):
 def test_ema_bias_correction_matches_hand_computation():
     model = nn.Linear(1, 1, bias=False)
     rate = 0.9
-    ema = EMA(model, rate)
+    ema = EMA(model, rate, "bias_corrected")
     weights = [2.0, -1.0, 4.0]
     for w in weights:
         with torch.no_grad():
@@ -175,6 +175,40 @@ def test_ema_bias_correction_matches_hand_computation():
     assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
     # Weighted mean of the weights with weights r**(n - k): (0.81*2 - 0.9*1 + 4) / 2.71.
     assert expected == pytest.approx((0.81 * 2 - 0.9 + 4) / 2.71, rel=1e-12)
+
+
+def test_ema_warmup_matches_hand_computation():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, 0.999)  # warmup is the default schedule
+    weights = [2.0, -1.0, 4.0]
+    for w in weights:
+        with torch.no_grad():
+            model.weight.fill_(w)
+        ema.update(model)
+    # Start at the initial weight 1, then decay d_n = min(r, (1 + n) / (10 + n)) at update n.
+    average = 1.0
+    for n, w in enumerate(weights, start=1):
+        decay = min(0.999, (1 + n) / (10 + n))
+        average = decay * average + (1 - decay) * w
+    assert ema.module.weight.item() == pytest.approx(average, rel=1e-6)
+    assert ema.decay(1) == pytest.approx(2 / 11)
+    assert ema.decay(10_000) == 0.999
+
+
+def test_ema_warmup_forgets_early_weights_in_short_runs():
+    # 400 updates at rate 0.999: the bias-corrected average still weighs the first update
+    # almost like the last; the warmup schedule keeps a window of about 50 updates.
+    model = nn.Linear(1, 1, bias=False)
+    emas = {schedule: EMA(model, 0.999, schedule) for schedule in ("warmup", "bias_corrected")}
+    for n in range(400):
+        with torch.no_grad():
+            model.weight.fill_(0.0 if n < 200 else 1.0)
+        for ema in emas.values():
+            ema.update(model)
+    assert emas["warmup"].module.weight.item() > 0.99
+    assert emas["bias_corrected"].module.weight.item() < 0.6
 
 
 def test_ema_after_one_update_equals_weights():
@@ -197,6 +231,8 @@ def test_ema_state_round_trip():
     torch.testing.assert_close(restored.module.weight, ema.module.weight)
     with pytest.raises(ValueError, match="rate"):
         EMA(model, 0.5).load_state_dict(ema.state_dict())
+    with pytest.raises(ValueError, match="schedule"):
+        EMA(model, 0.99, "bias_corrected").load_state_dict(ema.state_dict())
 
 
 @pytest.mark.parametrize(
