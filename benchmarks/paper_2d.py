@@ -10,7 +10,8 @@ steps, stochastic sampler, 20,000 generated points against 20,000 held-out real 
 - ``imbalance``: a 3x3 grid of Gaussians, standard deviation 0.05, weights 0.01 to 0.3. Score:
   the PRD F1 (``prd_f1_summary``, the harmonic mean of PRD's F8 and F1/8, higher is better).
 
-Both the raw model and its EMA (rate 0.999, warmup schedule of bem/ema.py) are scored. No metric clips samples.
+Both the raw model and its EMA (rate 0.999, warmup schedule of bem/ema.py) are scored.
+No metric clips samples.
 The table, with the paper's numbers beside ours, goes to the results page between marker
 comments, so a rerun replaces it. ``--study`` runs the runaway-sample study instead: the
 network's linear input path on and off, and the fraction of imbalance points between modes at

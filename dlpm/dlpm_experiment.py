@@ -5,9 +5,14 @@ of :mod:`dlpm.config_schema`, the data of :func:`bem.datasets.get_dataset`, the 
 by the config key ``method`` (from :data:`METHODS`) and the network named by
 ``model.model_type`` (from :data:`dlpm.models.MODELS`).
 
-Methods: ``dlpm`` (:class:`GenerativeLevyProcess` with alpha-stable noise) and ``ddpm`` (the
-same class with ``gaussian=True``: the unit-variance Gaussian DDPM baseline, alpha forced to 2).
-The slot ``lim`` is reserved: :func:`register_method` fills it.
+Methods, all three built on :class:`GenerativeLevyProcess`:
+
+- ``dlpm``: alpha-stable noise;
+- ``ddpm``: ``gaussian=True``, the unit-variance Gaussian DDPM baseline with alpha forced to 2;
+- ``lim``: ``LIM=True``, the Levy-Ito model of Yoon et al. (NeurIPS 2023), with the options of
+  config section ``lim``.
+
+:func:`register_method` adds further methods.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 from bem.config import Config
 from bem.datasets import DatasetSplits, get_dataset
 from bem.protocol import ExperimentInit, GenerativeMethod
-from dlpm.config_schema import LossConfig, SamplingConfig, build_schema
+from dlpm.config_schema import LimConfig, LossConfig, SamplingConfig, build_schema
 from dlpm.methods.GenerativeLevyProcess import GenerativeLevyProcess
 from dlpm.models import build_model
 
@@ -30,11 +35,16 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "METHODS",
     "LevyMethod",
+    "LimMethod",
     "available_methods",
+    "build_ddpm",
+    "build_dlpm",
+    "build_lim",
     "dlpm_init",
     "init_data",
     "init_method",
     "init_models",
+    "lim_score_weight",
     "register_method",
 ]
 
@@ -99,6 +109,52 @@ class LevyMethod:
         )
 
 
+class LimMethod:
+    """:class:`bem.protocol.GenerativeMethod` over a :class:`GenerativeLevyProcess` with LIM.
+
+    Training uses LIM's own loss (``dlpm.methods.lim.lim_training_losses``), so the ``loss``
+    section does not apply. Sampling reads ``reverse_steps`` and ``deterministic`` (the
+    probability-flow ODE instead of the reverse SDE) from the ``sampling`` section.
+    """
+
+    def __init__(self, process: GenerativeLevyProcess, sampling: SamplingConfig) -> None:
+        if not process.LIM:
+            raise ValueError("LimMethod needs a GenerativeLevyProcess built with LIM=True")
+        self.process = process
+        self.sampling = sampling
+
+    def loss(
+        self,
+        models: Mapping[str, nn.Module],
+        x_start: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Return the scalar LIM loss of the batch ``x_start`` (B, *item_shape)."""
+        return self.process.training_losses(dict(models), x_start, generator=generator)["loss"]
+
+    def sample(
+        self,
+        models: Mapping[str, nn.Module],
+        shape: tuple[int, ...],
+        *,
+        generator: torch.Generator | None = None,
+        history: bool = False,
+        progress: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Draw samples of ``shape`` with the reverse LIM SDE, or its ODE when deterministic."""
+        sampling = self.sampling
+        return self.process.sample(
+            dict(models),
+            tuple(shape),
+            reverse_steps=sampling.reverse_steps,
+            deterministic=sampling.deterministic,
+            get_sample_history=history,
+            print_progression=progress,
+            generator=generator,
+        )
+
+
 def _levy_method(config: Config, device: torch.device, gaussian: bool) -> LevyMethod:
     diffusion = config.diffusion
     process = GenerativeLevyProcess(
@@ -132,13 +188,41 @@ def build_ddpm(config: Config, device: torch.device) -> LevyMethod:
     return _levy_method(config, device, gaussian=True)
 
 
+def lim_score_weight(options: LimConfig, alpha: float) -> float:
+    """Return ``k`` of the reverse LIM SDE for ``lim.score_weight``: a number, or ``alpha``."""
+    return alpha if options.score_weight == "alpha" else float(options.score_weight)
+
+
+def build_lim(config: Config, device: torch.device) -> LimMethod:
+    """Build LIM with noise of tail index ``diffusion.alpha`` and the options of section ``lim``.
+
+    ``diffusion.reverse_steps`` is the default number of sampling steps.
+    """
+    diffusion, options = config.diffusion, config.lim
+    process = GenerativeLevyProcess(
+        alpha=diffusion.alpha,
+        device=device,
+        reverse_steps=diffusion.reverse_steps,
+        isotropic=diffusion.isotropic,
+        LIM=True,
+        clamp_a=options.clamp_a,
+        clamp_eps=options.clamp_eps,
+    )
+    process.lim_score_weight = lim_score_weight(options, diffusion.alpha)
+    return LimMethod(process, config.sampling)
+
+
 # Method name (the config key ``method`` and the flag ``--method``) to its builder. None marks
 # a reserved name whose implementation is not installed; config validation rejects it.
-METHODS: dict[str, MethodBuilder | None] = {"dlpm": build_dlpm, "ddpm": build_ddpm, "lim": None}
+METHODS: dict[str, MethodBuilder | None] = {
+    "dlpm": build_dlpm,
+    "ddpm": build_ddpm,
+    "lim": build_lim,
+}
 
 
 def register_method(name: str, builder: MethodBuilder) -> None:
-    """Make ``name`` a valid ``method``; fills a reserved slot such as ``lim``."""
+    """Make ``name`` a valid ``method``, or fill a reserved slot (a name mapped to None)."""
     if METHODS.get(name) is not None:
         raise ValueError(f"method '{name}' is already registered")
     METHODS[name] = builder

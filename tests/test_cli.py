@@ -119,7 +119,7 @@ BAD_FLAGS = [
     (["--alpha", "2.5"], "--alpha"),
     (["--train_reverse_steps", "-5"], "--train_reverse_steps"),
     (["--epochs", "ten"], "--epochs"),
-    (["--method", "lim"], "'lim'"),
+    (["--method", "flow"], "--method"),
     (["--config", "no_such_config"], "no config named"),
     (["--resume"], "no checkpoint found"),
 ]

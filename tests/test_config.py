@@ -116,11 +116,18 @@ def test_list_item_range(p):
     assert "training.ema_rates[1]" in _error(p)
 
 
-def test_reserved_method_lim(p):
+def test_lim_accepts_config_with_dlpm_clamps(p):
+    # One config file serves every method: the DLPM clamps stay, LIM reads lim.clamp_*.
     p["method"] = "lim"
-    message = _error(p)
-    assert "'lim'" in message
-    assert "dlpm" in message
+    p.setdefault("diffusion", {}).update(clamp_a=20.0, clamp_eps=200.0)
+    config = build_schema().parse(p)
+    assert config.method == "lim"
+
+
+def test_lim_rejects_dlpm_only_loss(p):
+    p["method"] = "lim"
+    p.setdefault("loss", {})["lploss"] = 1.0
+    assert "loss.lploss" in _error(p)
 
 
 def test_unknown_method(p):
