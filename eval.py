@@ -14,6 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import list_checkpoints
 from bem.config import ConfigError
+from bem.datasets.images import DatasetFilesMissingError
 from bem.Experiments import Experiment
 from dlpm.cli import build_config, build_parser, run_folder, setup_logging
 from dlpm.dlpm_experiment import dlpm_init
@@ -43,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         experiment = Experiment(run_dir, p, init=dlpm_init())
         experiment.print_parameters()
         experiment.prepare()
-    except (ConfigError, ValueError, TypeError, NotImplementedError) as error:
+    except (
+        ConfigError,
+        DatasetFilesMissingError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ) as error:
         parser.error(str(error))
 
     try:

@@ -12,6 +12,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError
 from bem.config import ConfigError
+from bem.datasets.images import DatasetFilesMissingError
 from bem.Experiments import Experiment
 from bem.training import NonFiniteLossError
 from dlpm.cli import build_config, build_parser, run_folder, setup_logging
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment.check_run_folder()
     except (
         ConfigError,
+        DatasetFilesMissingError,
         CheckpointError,
         FileExistsError,
         ValueError,
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"metrics:    {run_dir / 'metrics.jsonl'}, {run_dir / 'losses.json'}")
     if summary["eval"] is not None:
         print(f"evaluation: {run_dir / 'eval_results.json'}")
-        print(f"plots:      {run_dir}/scatter_*.png, {run_dir}/survival_*.png")
+        print(f"plots:      {run_dir}/")
     return 0
 
 

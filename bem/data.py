@@ -92,6 +92,8 @@ class LoaderBatches:
             shuffle=True,
             generator=self.generator,
             num_workers=num_workers,
+            # Workers that live across epochs, so that no epoch pays for starting them again.
+            persistent_workers=num_workers > 0,
             pin_memory=self.device.type == "cuda",
             drop_last=False,
         )
@@ -106,9 +108,16 @@ class LoaderBatches:
 
 
 def make_batch_source(
-    train: torch.Tensor | Dataset, batch_size: int, seed: int, device: torch.device | str
+    train: torch.Tensor | Dataset,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+    num_workers: int = 0,
 ) -> TensorBatches | LoaderBatches:
-    """Pick :class:`TensorBatches` for a tensor and :class:`LoaderBatches` for a Dataset."""
+    """Pick :class:`TensorBatches` for a tensor and :class:`LoaderBatches` for a Dataset.
+
+    ``num_workers`` sets the DataLoader worker processes of a Dataset.
+    """
     if isinstance(train, torch.Tensor):
         return TensorBatches(train, batch_size, seed, device)
-    return LoaderBatches(train, batch_size, seed, device)
+    return LoaderBatches(train, batch_size, seed, device, num_workers=num_workers)

@@ -4,8 +4,16 @@ Results go to ``eval_results.json`` in the run folder, written atomically after 
 
     {"epochs": {"20": {"settings": {...}, "variants": {"model": {...}, "ema_0.99": {...}}}}}
 
-Metrics are chosen by the kind of data: ``"2d"`` uses :func:`bem.metrics.two_d.evaluate_2d`.
-Other kinds register theirs with :func:`register_metrics`.
+Metrics are chosen by the kind of data: ``"2d"`` uses :func:`bem.metrics.two_d.evaluate_2d`
+and ``"image"`` uses :func:`bem.metrics.images.evaluate_images` (Inception metrics only, when
+the weights are on disk). A data set may bring its own bound function, which takes precedence
+(image data sets bring their classifier and class proportions, see
+:class:`bem.datasets.image_data.ImageMetrics`). Other kinds register theirs with
+:func:`register_metrics`.
+
+Image evaluations also write every sample as a PNG file into ``samples_epoch<E>_<variant>/``,
+a grid of the first 64 samples (``samples_epoch<E>_<variant>.png``) and, with ``animate``, a
+strip of the reverse process (``reverse_epoch<E>_<variant>.png``).
 """
 
 from __future__ import annotations
@@ -34,7 +42,21 @@ __all__ = ["Evaluator", "load_results", "register_metrics"]
 MetricFunction = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 
 # Metrics shown in the console line of an evaluation when present; all go to the JSON file.
-_HEADLINE = ("wasserstein", "mmd", "msle_norm", "f1", "prd_f1", "nonfinite_gen", "max_norm_gen")
+_HEADLINE = (
+    "wasserstein",
+    "mmd",
+    "msle_norm",
+    "f1",
+    "prd_f1",
+    "nonfinite_gen",
+    "max_norm_gen",
+    "classifier_fid",
+    "classifier_precision",
+    "classifier_recall",
+    "class_tv",
+    "inception_fid",
+    "generated_nonfinite",
+)
 
 
 def _evaluate_2d(real: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
@@ -43,7 +65,17 @@ def _evaluate_2d(real: torch.Tensor, generated: torch.Tensor) -> dict[str, float
     return evaluate_2d(real, generated)
 
 
-_METRICS: dict[str, MetricFunction] = {"2d": _evaluate_2d}
+def _evaluate_images(real: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
+    from bem.metrics.images import evaluate_images
+
+    return evaluate_images(real, generated)
+
+
+_METRICS: dict[str, MetricFunction] = {"2d": _evaluate_2d, "image": _evaluate_images}
+
+# Samples of an image evaluation whose reverse process is kept for the strip: the history of
+# every sample would hold (steps + 1) * N images.
+_IMAGE_HISTORY_SAMPLES = 8
 
 
 def register_metrics(kind: str, function: MetricFunction) -> None:
@@ -84,6 +116,8 @@ class Evaluator:
         options: the ``eval`` config section.
         sink: logger that receives the metrics and figure paths.
         progress: show the sampler's progress bar.
+        metrics: ``(real, generated) -> {name: value}`` used in place of the function
+            registered for ``kind``.
     """
 
     def __init__(
@@ -95,6 +129,7 @@ class Evaluator:
         options: EvalConfig,
         sink: Logger,
         progress: bool = False,
+        metrics: MetricFunction | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.reference = reference
@@ -103,6 +138,7 @@ class Evaluator:
         self.options = options
         self.sink = sink
         self.progress = progress
+        self.metrics = metrics
         self.results_path = self.run_dir / "eval_results.json"
 
     def evaluate(
@@ -162,6 +198,8 @@ class Evaluator:
         device = next(first_model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         history_samples = self.options.animate_nsamples if animate else 0
+        if self.kind == "image":
+            history_samples = min(history_samples, _IMAGE_HISTORY_SAMPLES)
         generated = generate_samples(
             method,
             models,
@@ -178,7 +216,7 @@ class Evaluator:
                 torch.save(generated.samples, handle)
         self._plot(generated, variant, epoch, tag, animate)
 
-        metric_function = _METRICS.get(self.kind)
+        metric_function = self.metrics or _METRICS.get(self.kind)
         if metric_function is None:
             logger.warning("no metrics registered for data kind %r; skipped scoring", self.kind)
             return {}
@@ -196,7 +234,7 @@ class Evaluator:
     def _plot(
         self, generated: GeneratedSamples, variant: str, epoch: int, tag: str, animate: bool
     ) -> None:
-        if not (self.options.plot or animate):
+        if not (self.options.plot or animate or self.kind == "image"):
             return
         from bem import plots
 
@@ -209,14 +247,21 @@ class Evaluator:
             )
             figures["survival"] = self.run_dir / f"survival_{tag}.png"
             plots.survival_plot(self.reference, generated.samples, figures["survival"])
-        elif self.options.plot and self.kind == "image":
-            figures["samples"] = self.run_dir / f"samples_{tag}.png"
-            plots.image_grid(generated.samples[:64], figures["samples"], nrow=8)
+        elif self.kind == "image":
+            folder = self.run_dir / f"samples_{tag}"
+            plots.save_image_files(generated.samples, folder, progress=self.progress)
+            logger.info("saved %d PNG files in %s", len(generated.samples), folder)
+            if self.options.plot:
+                figures["samples"] = self.run_dir / f"samples_{tag}.png"
+                plots.image_grid(generated.samples[:64], figures["samples"], nrow=8)
         if animate and generated.history is not None and self.kind == "2d":
             figures["reverse_process"] = self.run_dir / f"reverse_{tag}.gif"
             plots.animate_reverse_process(
                 generated.history, figures["reverse_process"], real=self.reference
             )
+        elif animate and generated.history is not None and self.kind == "image":
+            figures["reverse_process"] = self.run_dir / f"reverse_{tag}.png"
+            plots.reverse_process_strip(generated.history, figures["reverse_process"])
         for name, path in figures.items():
             self.sink.log_figure(f"{name}/{variant}", path, epoch)
             logger.info("saved %s", path)

@@ -62,16 +62,21 @@ def generate_samples(
         generator: drives all sampling noise.
         history_samples: keep the reverse-process states of the first this many samples
             (taken from the first batch, so at most ``batch_size``); 0 keeps none.
-        progress: show the sampler's progress bar.
+        progress: show a bar over the batches (when there are several) and the sampler's bar.
 
     Returns:
         the samples (and history) on the CPU.
     """
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    from tqdm.auto import tqdm
+
     chunks, history = [], None
+    starts = range(0, n, batch_size)
+    # The outer bar counts sampler calls; each call may show its own bar over the steps.
+    batches = tqdm(starts, desc="generating", unit="batch", disable=not progress or len(starts) < 2)
     with eval_mode(models):
-        for start in range(0, n, batch_size):
+        for start in batches:
             size = min(batch_size, n - start)
             shape = (size, *item_shape)
             want_history = history is None and history_samples > 0

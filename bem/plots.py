@@ -29,6 +29,8 @@ __all__ = [
     "loss_curve",
     "animate_reverse_process",
     "image_grid",
+    "reverse_process_strip",
+    "save_image_files",
 ]
 
 REAL_COLOR = "tab:blue"
@@ -338,4 +340,82 @@ def image_grid(
         os.makedirs(directory, exist_ok=True)
     grid = (images.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) / 2.0
     save_image(grid, path, nrow=nrow, padding=padding)
+    logger.debug("wrote %s", path)
+
+
+def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Map images from [-1, 1] to [0, 1] on the CPU. NaN becomes black, infinities saturate."""
+    images = torch.nan_to_num(images.detach().float().cpu(), nan=-1.0, posinf=1.0, neginf=-1.0)
+    return (images.clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
+def save_image_files(
+    images: torch.Tensor,
+    folder: str | os.PathLike,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> list[str]:
+    """Save each image in [-1, 1] as its own PNG file, ``00000.png``, ``00001.png``, ...
+
+    Args:
+        images: tensor (N, C, H, W) with C 1 or 3; values outside [-1, 1] are clipped.
+        folder: output folder, created if needed.
+        batch_size: images converted to 8 bits at a time.
+        progress: show a tqdm bar over the batches.
+
+    Returns:
+        the paths written, in order.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        shape = getattr(images, "shape", type(images).__name__)
+        raise ValueError(f"images must be a tensor of shape (N, 1 or 3, H, W), got {shape}")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    starts = range(0, images.shape[0], batch_size)
+    for start in tqdm(starts, desc="writing PNG files", disable=not progress, leave=False):
+        batch = (_to_unit_range(images[start : start + batch_size]) * 255.0).round()
+        pixels = batch.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for offset, array in enumerate(pixels):
+            path = os.path.join(os.fspath(folder), f"{start + offset:05d}.png")
+            image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+            image.save(path)
+            paths.append(path)
+    return paths
+
+
+def reverse_process_strip(
+    history: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    n_samples: int = 8,
+    n_columns: int = 10,
+    padding: int = 2,
+) -> None:
+    """Save the reverse process of a few images as one PNG: a row per sample, a column per step.
+
+    Args:
+        history: states of the reverse process, (steps + 1, N, C, H, W), from the prior draw
+            (index 0) to the samples (last index).
+        path: output PNG file.
+        n_samples: rows, the first samples of ``history``.
+        n_columns: states shown per row, evenly spaced from the first to the last, both kept.
+        padding: pixels between images.
+    """
+    from torchvision.utils import save_image
+
+    if not isinstance(history, torch.Tensor) or history.ndim != 5:
+        shape = getattr(history, "shape", type(history).__name__)
+        raise ValueError(f"history must be a tensor (steps + 1, N, C, H, W), got {shape}")
+    states = history.shape[0]
+    columns = torch.linspace(0, states - 1, min(n_columns, states)).round().long()
+    rows = history[columns, :n_samples].transpose(0, 1)  # (rows, columns, C, H, W)
+    images = _to_unit_range(rows.reshape(-1, *history.shape[2:]))
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    save_image(images, path, nrow=len(columns), padding=padding)
     logger.debug("wrote %s", path)

@@ -76,6 +76,12 @@ def _logger_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _set_clamp(p: dict, name: str, value: float) -> None:
+    """Set a noise clamp in the section of the method that runs (``lim`` or ``diffusion``)."""
+    section = "lim" if p.get("method") == "lim" else "diffusion"
+    set_by_path(p, f"{section}.{name}", value)
+
+
 def _apply_log(p: dict, value: list[str]) -> None:
     """``--log`` alone turns on the configured tracker; ``--log NAME ...`` names them."""
     trackers = value or [p.get("logger", {}).get("tracker", "tensorboard")]
@@ -210,7 +216,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--generate",
         "eval.nsamples",
-        "number of samples generated per evaluation",
+        "number of samples generated per evaluation; image samples are also written as PNG"
+        " files to models/NAME/samples_epoch<E>_<variant>/",
         positive_int,
         metavar="N",
     ),
@@ -238,6 +245,26 @@ FLAGS: tuple[Flag, ...] = (
         choices=lambda: list(available_datasets()),
     ),
     Flag(
+        "--data_dir",
+        "data.data_dir",
+        "root folder of the image data sets and of the cached metric classifiers (default:"
+        " $DLPM_DATA, else ./data)",
+        str,
+        metavar="DIR",
+    ),
+    Flag(
+        "--download",
+        "data.download",
+        "download missing MNIST, CIFAR-10 or CelebA files into the data root",
+    ),
+    Flag(
+        "--image_size",
+        "data.image_size",
+        "square image size in pixels (image data sets)",
+        positive_int,
+        metavar="PIXELS",
+    ),
+    Flag(
         "--nsamples",
         "data.nsamples",
         "number of training points (2D data)",
@@ -251,9 +278,19 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--blocks", "model.mlp.nblocks", "residual blocks of the MLP", positive_int),
     Flag("--units", "model.mlp.nunits", "hidden units of the MLP", positive_int),
     Flag(
-        "--clamp_a", "diffusion.clamp_a", "clip the stable factor A to [0, value]", positive_float
+        "--clamp_a",
+        "diffusion.clamp_a",
+        "clip the stable factor A to [0, value] (sets lim.clamp_a with --method lim)",
+        positive_float,
+        apply=lambda p, value: _set_clamp(p, "clamp_a", value),
     ),
-    Flag("--clamp_eps", "diffusion.clamp_eps", "clip the noise to [-value, value]", positive_float),
+    Flag(
+        "--clamp_eps",
+        "diffusion.clamp_eps",
+        "clip the noise to [-value, value] (sets lim.clamp_eps with --method lim)",
+        positive_float,
+        apply=lambda p, value: _set_clamp(p, "clamp_eps", value),
+    ),
     Flag(
         "--ema_rates",
         "training.ema_rates",
@@ -290,7 +327,12 @@ FLAGS: tuple[Flag, ...] = (
         scripts=("run",),
     ),
     Flag("--no_progress", "run.progress", "hide the progress bars", value=False),
-    Flag("--animate", "eval.animate", "save a GIF of the reverse process at each evaluation"),
+    Flag(
+        "--animate",
+        "eval.animate",
+        "save the reverse process at each evaluation: a GIF for 2D data, a PNG strip of a few"
+        " samples at evenly spaced steps for images",
+    ),
 )
 
 
