@@ -54,7 +54,9 @@ def network_step_ms(experiment: Experiment, repeats: int) -> float:
     net = experiment.models["default"]
     optimizer = experiment.optimizers["default"]
     batch = next(iter(experiment.batches.epoch()))
-    tau = torch.rand(batch.shape[0], device=batch.device)
+    # Integer steps over T, as the training loss feeds the network.
+    steps = experiment.method.process.reverse_steps
+    tau = torch.randint(1, steps, (batch.shape[0],), device=batch.device) / steps
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -66,14 +68,20 @@ def network_step_ms(experiment: Experiment, repeats: int) -> float:
     return 1e3 * statistics.median(times[1:])
 
 
-def sampling_seconds(experiment: Experiment, deterministic: bool, n: int) -> float:
+def sampling_seconds(
+    experiment: Experiment, deterministic: bool, n: int, repeats: int = 3
+) -> float:
+    """Median seconds to draw ``n`` samples in one batch with the configured reverse steps."""
     process = experiment.method.process
     net = experiment.models["default"]
     steps = experiment.config.sampling.reverse_steps
     shape = (n,) + tuple(experiment.data.item_shape)
-    start = time.perf_counter()
-    process.sample({"default": net}, shape, steps, deterministic=deterministic)
-    return time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        process.sample({"default": net}, shape, steps, deterministic=deterministic)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> None:
