@@ -109,50 +109,22 @@ class LevyMethod:
         )
 
 
-class LimMethod:
+class LimMethod(LevyMethod):
     """:class:`bem.protocol.GenerativeMethod` over a :class:`GenerativeLevyProcess` with LIM.
 
     Training uses LIM's own loss (``dlpm.methods.lim.lim_training_losses``), so the ``loss``
-    section does not apply. Sampling reads ``reverse_steps`` and ``deterministic`` (the
-    probability-flow ODE instead of the reverse SDE) from the ``sampling`` section.
+    section does not apply; sampling reads ``reverse_steps`` and ``deterministic`` (the
+    probability-flow ODE instead of the reverse SDE). The config check keeps every DLPM-only
+    key at its default under ``method: lim``, so the calls of :class:`LevyMethod` serve as
+    they are.
     """
 
-    def __init__(self, process: GenerativeLevyProcess, sampling: SamplingConfig) -> None:
+    def __init__(
+        self, process: GenerativeLevyProcess, loss: LossConfig, sampling: SamplingConfig
+    ) -> None:
         if not process.LIM:
             raise ValueError("LimMethod needs a GenerativeLevyProcess built with LIM=True")
-        self.process = process
-        self.sampling = sampling
-
-    def loss(
-        self,
-        models: Mapping[str, nn.Module],
-        x_start: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Return the scalar LIM loss of the batch ``x_start`` (B, *item_shape)."""
-        return self.process.training_losses(dict(models), x_start, generator=generator)["loss"]
-
-    def sample(
-        self,
-        models: Mapping[str, nn.Module],
-        shape: tuple[int, ...],
-        *,
-        generator: torch.Generator | None = None,
-        history: bool = False,
-        progress: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Draw samples of ``shape`` with the reverse LIM SDE, or its ODE when deterministic."""
-        sampling = self.sampling
-        return self.process.sample(
-            dict(models),
-            tuple(shape),
-            reverse_steps=sampling.reverse_steps,
-            deterministic=sampling.deterministic,
-            get_sample_history=history,
-            print_progression=progress,
-            generator=generator,
-        )
+        super().__init__(process, loss, sampling)
 
 
 def _levy_method(config: Config, device: torch.device, gaussian: bool) -> LevyMethod:
@@ -209,7 +181,7 @@ def build_lim(config: Config, device: torch.device) -> LimMethod:
         clamp_eps=options.clamp_eps,
     )
     process.lim_score_weight = lim_score_weight(options, diffusion.alpha)
-    return LimMethod(process, config.sampling)
+    return LimMethod(process, config.loss, config.sampling)
 
 
 # Method name (the config key ``method`` and the flag ``--method``) to its builder. None marks
