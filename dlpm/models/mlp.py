@@ -113,6 +113,9 @@ class GroupNorm1d(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         batch, channels = h.shape
+        if self.groups == 1:
+            # One group is a layer norm, whose kernel applies the affine in the same pass.
+            return F.layer_norm(h, (channels,), self.weight, self.bias, self.eps)
         grouped = h.view(batch, self.groups, channels // self.groups)
         normalised = F.layer_norm(grouped, (channels // self.groups,), eps=self.eps)
         return torch.addcmul(self.bias, normalised.view(batch, channels), self.weight)
@@ -148,9 +151,15 @@ class _Block(nn.Module):
         time_term = self.time_projection(emb)
         if index is not None:
             time_term = time_term[index]
-        branch = self.activation(self.linear1(self.norm(h)) + time_term)
+        if torch.is_grad_enabled():
+            branch = self.activation(self.linear1(self.norm(h)) + time_term)
+            branch = self.linear2(self.dropout(branch))
+            return h + branch if self.skip else branch
+        # Sampling: the same operations in place, which saves a third of the passes over
+        # (B, units) activations at batch 10,000.
+        branch = self.activation(self.linear1(self.norm(h)).add_(time_term))
         branch = self.linear2(self.dropout(branch))
-        return h + branch if self.skip else branch
+        return branch.add_(h) if self.skip else branch
 
 
 class MLP(nn.Module):
