@@ -10,13 +10,28 @@ import sys
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bem.checkpoint import CheckpointError
+from bem.checkpoint import CheckpointError, list_checkpoints
 from bem.config import ConfigError
 from bem.datasets.images import DatasetFilesMissingError
 from bem.Experiments import Experiment
 from bem.training import NonFiniteLossError
 from dlpm.cli import build_config, build_parser, run_folder, setup_logging
 from dlpm.dlpm_experiment import dlpm_init
+
+
+def _reject_older_resume(experiment: Experiment) -> None:
+    """Refuse to continue from a checkpoint older than the run's latest one.
+
+    Training on would write new checkpoints beside later ones from the first history, and a
+    later --resume would pick those up.
+    """
+    later = sorted(e for e in list_checkpoints(experiment.run_dir) if e > experiment.epoch)
+    if later:
+        raise CheckpointError(
+            f"{experiment.run_dir} has checkpoints after epoch {experiment.epoch}"
+            f" ({', '.join(map(str, later))}); continue from the latest with --resume, or copy"
+            " the run to a new --name and delete the later checkpoints there"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment.prepare()
         if resume:
             experiment.load(args.resume_epoch)
+            _reject_older_resume(experiment)
         experiment.check_run_folder()
     except (
         ConfigError,
@@ -51,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        saved = list_checkpoints(experiment.run_dir)
+        where = f"epoch {max(saved)}" if saved else "the start (no checkpoint yet)"
+        print(
+            f"interrupted during epoch {experiment.epoch + 1}; --resume continues from {where}",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         experiment.terminate()
 

@@ -368,7 +368,8 @@ class Experiment:
     def run(self) -> dict[str, Any]:
         """Train up to ``run.epochs``, evaluating and saving on schedule.
 
-        The last epoch is always saved, and evaluated when ``run.eval_freq`` is set.
+        The last epoch is always saved, and evaluated when ``run.eval_freq`` is set. Each
+        checkpoint is written before that epoch's evaluation.
 
         Returns:
             summary: ``epoch``, ``step``, ``loss`` (of the last epoch), ``checkpoint`` path,
@@ -396,10 +397,11 @@ class Experiment:
             self.sink.set_values(stats.as_dict(), step=epoch)
 
             is_last = epoch == run.epochs
-            if run.eval_freq is not None and (epoch % run.eval_freq == 0 or is_last):
-                last_eval = self.evaluate()
+            # Save before evaluating, so that a failing evaluation never costs the checkpoint.
             if is_last or (run.checkpoint_freq is not None and epoch % run.checkpoint_freq == 0):
                 checkpoint = self.save()
+            if run.eval_freq is not None and (epoch % run.eval_freq == 0 or is_last):
+                last_eval = self.evaluate()
         return {
             "epoch": self.epoch,
             "step": self.trainer.state.step,

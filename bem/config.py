@@ -352,7 +352,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"config file {path} is not valid YAML: {first_line}") from None
     if data is None:
-        return {}
+        # An empty file is almost always a mistake, and its built-in defaults differ from the
+        # shipped configs (no evaluation, no EMA), so it is rejected rather than trained.
+        raise ConfigError(
+            f"config file {path} is empty; start from a config in dlpm/configs/ and change it"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain a mapping, got {type(data).__name__}")
     return data

@@ -221,7 +221,12 @@ FLAGS: tuple[Flag, ...] = (
         positive_int,
         metavar="N",
     ),
-    Flag("--reverse_steps", "sampling.reverse_steps", "reverse steps of the sampler", positive_int),
+    Flag(
+        "--reverse_steps",
+        "sampling.reverse_steps",
+        "reverse steps of the sampler, at least 2",
+        _number(int, 2),
+    ),
     Flag("--deterministic", "sampling.deterministic", "deterministic DLIM sampler"),
     Flag(
         "--dlim_eta",

@@ -119,7 +119,7 @@ class SamplingConfig:
     """Config section ``sampling``: the reverse process used to generate samples."""
 
     reverse_steps: int | None = option(
-        None, ge=1, help="number of reverse steps (null: the training steps)"
+        None, ge=2, help="number of reverse steps, at least 2 (null: the training steps)"
     )
     deterministic: bool = option(False, help="DLIM sampler instead of the stochastic DLPM one")
     dlim_eta: float = option(0.0, ge=0.0, le=1.0, help="DLIM noise level (0: deterministic)")

@@ -49,3 +49,61 @@ def test_tensorboard_logger_writes_events(tmp_path, monkeypatch):
     assert exit_status("run.py", tmp_path, monkeypatch, *args, "--logger", "tensorboard") == 0
     events = list((tmp_path / "models" / "tb" / "tb").glob("events.out.tfevents.*"))
     assert events
+
+
+def test_one_reverse_step_exits_2(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--reverse_steps", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 2
+    assert "--reverse_steps" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_empty_config_file_exits_2(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty.yml"
+    empty.write_text("")
+    assert exit_status("run.py", tmp_path, monkeypatch, "--config", str(empty)) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_resume_from_older_epoch_is_refused(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    base = ("--config", str(config), "--name", "older", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *base, "--epochs", "2", "--check", "1") == 0
+    run_dir = tmp_path / "models" / "older"
+    before = sorted(p.name for p in run_dir.iterdir())
+
+    resume = ("--epochs", "3", "--resume_epoch", "1")
+    assert exit_status("run.py", tmp_path, monkeypatch, *base, *resume) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_eval_beyond_epochs_names_the_flags(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "short", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    eval_args = ("--name", "short", "--epochs", "1", "--eval", "5", "--no_progress")
+    assert exit_status("eval.py", tmp_path, monkeypatch, *eval_args) == 2
+    assert "selects no epoch" in capsys.readouterr().err
+
+
+def test_eval_of_corrupt_checkpoint_exits_2(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "broken", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    checkpoint = tmp_path / "models" / "broken" / "checkpoint_1.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    eval_args = ("--name", "broken", "--epochs", "1", "--no_progress")
+    assert exit_status("eval.py", tmp_path, monkeypatch, *eval_args) == 2
+    assert "checkpoint_1.pt" in capsys.readouterr().err
+
+
+def test_eval_rejects_another_method(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "trained", "--epochs", "1", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    eval_args = ("--name", "trained", "--epochs", "1", "--method", "lim", "--no_progress")
+    assert exit_status("eval.py", tmp_path, monkeypatch, *eval_args) == 2
+    assert "method" in capsys.readouterr().err
