@@ -66,15 +66,20 @@ def nan_init(bad_calls):
     return dataclasses.replace(dlpm_init(), init_method=build)
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
-    full = make_experiment(tmp_path / "full", tiny_config())
+def resumed_against_uninterrupted(tmp_path, config_for):
+    """Train 4 epochs in one go and 2 + 2 with a resume; check equal weights and EMAs.
+
+    ``config_for(**run)`` returns the config with the ``run`` overrides. Returns both
+    experiments for further checks.
+    """
+    full = make_experiment(tmp_path / "full", config_for())
     full.run()
     full.terminate()
 
-    first = make_experiment(tmp_path / "split", tiny_config(epochs=2))
+    first = make_experiment(tmp_path / "split", config_for(epochs=2))
     first.run()
     first.terminate()
-    second = make_experiment(tmp_path / "split", tiny_config())
+    second = make_experiment(tmp_path / "split", config_for())
     assert second.load() == 2
     second.run()
     second.terminate()
@@ -89,6 +94,11 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         ):
             assert torch.equal(a, b), f"ema {ema_full.rate} {name}"
     assert full.trainer.state.step == second.trainer.state.step == 16
+    return full, second
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full, second = resumed_against_uninterrupted(tmp_path, tiny_config)
     assert (
         full.optimizers["default"].param_groups[0]["lr"]
         == (second.optimizers["default"].param_groups[0]["lr"])

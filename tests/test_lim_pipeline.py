@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from test_cli import TINY, exit_status, run_script, write_config
-from test_experiment import make_experiment, tiny_config
+from test_experiment import make_experiment, resumed_against_uninterrupted, tiny_config
 
 from bem.config import ConfigError
 from dlpm.cli import build_config, build_parser
@@ -84,29 +84,8 @@ def test_eval_lim_with_ode_sampler(trained_lim):
 
 
 def test_lim_resume_matches_uninterrupted_run(tmp_path):
-    full = make_experiment(tmp_path / "full", lim_config())
-    full.run()
-    full.terminate()
-
-    first = make_experiment(tmp_path / "split", lim_config(epochs=2))
-    first.run()
-    first.terminate()
-    second = make_experiment(tmp_path / "split", lim_config())
-    assert second.load() == 2
-    second.run()
-    second.terminate()
-
+    _, second = resumed_against_uninterrupted(tmp_path, lim_config)
     assert isinstance(second.method, LimMethod)
-    for name, tensor in full.models["default"].state_dict().items():
-        assert torch.equal(tensor, second.models["default"].state_dict()[name]), name
-    for ema_full, ema_split in zip(full.emas["default"], second.emas["default"], strict=True):
-        for (name, a), b in zip(
-            ema_full.module.state_dict().items(),
-            ema_split.module.state_dict().values(),
-            strict=True,
-        ):
-            assert torch.equal(a, b), f"ema {ema_full.rate} {name}"
-    assert full.trainer.state.step == second.trainer.state.step == 16
 
 
 DLPM_ONLY_FLAGS = [
