@@ -14,9 +14,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError, list_checkpoints
 from bem.config import ConfigError, load_yaml
-from bem.datasets.images import DatasetFilesMissingError
 from bem.Experiments import Experiment
-from dlpm.cli import build_config, build_parser, run_folder, setup_logging
+from dlpm.cli import USER_INPUT_ERRORS, build_config, build_parser, run_folder, setup_logging
 from dlpm.dlpm_experiment import dlpm_init
 
 # Keys that define what was trained: evaluating a checkpoint under other values is meaningless.
@@ -67,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = Experiment(run_dir, p, init=dlpm_init())
         experiment.print_parameters()
         experiment.prepare()
-    except (
-        ConfigError,
-        DatasetFilesMissingError,
-        ValueError,
-        TypeError,
-        NotImplementedError,
-    ) as error:
+    except USER_INPUT_ERRORS as error:
         parser.error(str(error))
 
     try:

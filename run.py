@@ -11,11 +11,9 @@ import sys
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError, list_checkpoints
-from bem.config import ConfigError
-from bem.datasets.images import DatasetFilesMissingError
 from bem.Experiments import Experiment
 from bem.training import NonFiniteLossError
-from dlpm.cli import build_config, build_parser, run_folder, setup_logging
+from dlpm.cli import USER_INPUT_ERRORS, build_config, build_parser, run_folder, setup_logging
 from dlpm.dlpm_experiment import dlpm_init
 
 
@@ -50,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment.load(args.resume_epoch)
             _reject_older_resume(experiment)
         experiment.check_run_folder()
-    except (
-        ConfigError,
-        DatasetFilesMissingError,
-        CheckpointError,
-        FileExistsError,
-        ValueError,
-        TypeError,
-        NotImplementedError,
-    ) as error:
+    except USER_INPUT_ERRORS as error:
         parser.error(str(error))
 
     try:

@@ -34,7 +34,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,24 @@ def metric(results: Sequence[RunResult], variant: str, key: str) -> list[float]:
     return [float(r.metrics[variant].get(key, float("nan"))) for r in results]
 
 
+def table_rows(
+    rows: list[tuple[Case, list[RunResult]]],
+    cells: list[Callable[[list[RunResult]], str] | None],
+) -> list[str]:
+    """Return one Markdown row per case: label, alpha, then ``cells`` (None: the paper's value)."""
+    lines = []
+    for case, results in rows:
+        paper = case.paper_value()
+        values = [case.label, "-" if case.method == "ddpm" else f"{case.alpha:g}"]
+        for cell in cells:
+            if cell is None:
+                values.append("n/a" if paper is None else f"{paper:.3f}")
+            else:
+                values.append(cell(results))
+        lines.append("| " + " | ".join(values) + " |")
+    return lines
+
+
 def heavy_tails_table(rows: list[tuple[Case, list[RunResult]]], n_runs: int) -> str:
     lines = [
         f"MSLE of the norm over the upper 5% quantiles, mean ± standard deviation over {n_runs}"
@@ -285,25 +303,16 @@ def heavy_tails_table(rows: list[tuple[Case, list[RunResult]]], n_runs: int) -> 
         " | tail mass > q0.999, raw | max norm, EMA | max norm, raw |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for case, results in rows:
-        paper = case.paper_value()
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    case.label,
-                    "-" if case.method == "ddpm" else f"{case.alpha:g}",
-                    fmt(metric(results, EMA_VARIANT, "msle_norm")),
-                    fmt(metric(results, RAW_VARIANT, "msle_norm")),
-                    "n/a" if paper is None else f"{paper:.3f}",
-                    fmt_percent(metric(results, EMA_VARIANT, "tail_mass_gen_q0.999")),
-                    fmt_percent(metric(results, RAW_VARIANT, "tail_mass_gen_q0.999")),
-                    f"{max(metric(results, EMA_VARIANT, 'max_norm_gen')):.3g}",
-                    f"{max(metric(results, RAW_VARIANT, 'max_norm_gen')):.3g}",
-                ]
-            )
-            + " |"
-        )
+    cells = [
+        lambda results: fmt(metric(results, EMA_VARIANT, "msle_norm")),
+        lambda results: fmt(metric(results, RAW_VARIANT, "msle_norm")),
+        None,  # the paper's value
+        lambda results: fmt_percent(metric(results, EMA_VARIANT, "tail_mass_gen_q0.999")),
+        lambda results: fmt_percent(metric(results, RAW_VARIANT, "tail_mass_gen_q0.999")),
+        lambda results: f"{max(metric(results, EMA_VARIANT, 'max_norm_gen')):.3g}",
+        lambda results: f"{max(metric(results, RAW_VARIANT, 'max_norm_gen')):.3g}",
+    ]
+    lines += table_rows(rows, cells)
     return "\n".join(lines)
 
 
@@ -318,25 +327,16 @@ def imbalance_table(rows: list[tuple[Case, list[RunResult]]], n_runs: int) -> st
         " | between modes, EMA | between modes, raw |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for case, results in rows:
-        paper = case.paper_value()
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    case.label,
-                    "-" if case.method == "ddpm" else f"{case.alpha:g}",
-                    fmt(metric(results, EMA_VARIANT, "prd_f1_summary")),
-                    fmt(metric(results, RAW_VARIANT, "prd_f1_summary")),
-                    "n/a" if paper is None else f"{paper:.3f}",
-                    fmt(metric(results, EMA_VARIANT, "f1")),
-                    fmt(metric(results, RAW_VARIANT, "f1")),
-                    fmt_percent(metric(results, EMA_VARIANT, "between_modes")),
-                    fmt_percent(metric(results, RAW_VARIANT, "between_modes")),
-                ]
-            )
-            + " |"
-        )
+    cells = [
+        lambda results: fmt(metric(results, EMA_VARIANT, "prd_f1_summary")),
+        lambda results: fmt(metric(results, RAW_VARIANT, "prd_f1_summary")),
+        None,  # the paper's value
+        lambda results: fmt(metric(results, EMA_VARIANT, "f1")),
+        lambda results: fmt(metric(results, RAW_VARIANT, "f1")),
+        lambda results: fmt_percent(metric(results, EMA_VARIANT, "between_modes")),
+        lambda results: fmt_percent(metric(results, RAW_VARIANT, "between_modes")),
+    ]
+    lines += table_rows(rows, cells)
     return "\n".join(lines)
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bem.checkpoint import CheckpointError
 from bem.config import ConfigError, load_yaml, set_by_path
 from bem.datasets import available_datasets
+from bem.datasets.images import DatasetFilesMissingError
 from bem.loggers import check_logger_spec
 from dlpm.dlpm_experiment import METHODS
 
@@ -74,6 +76,19 @@ def _logger_spec(text: str) -> str:
         return check_logger_spec(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# Errors that mean invalid input (a flag, a config, a data folder or a checkpoint): run.py and
+# eval.py turn them into one line and exit status 2.
+USER_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DatasetFilesMissingError,
+    CheckpointError,
+    FileExistsError,
+    ValueError,
+    TypeError,
+    NotImplementedError,
+)
 
 
 def _set_clamp(p: dict, name: str, value: float) -> None:
