@@ -1,7 +1,7 @@
 """Batch sources for training: slices of a tensor, or a DataLoader over a Dataset.
 
 Both shuffle with their own ``torch.Generator`` (the data order), whose state goes into the
-checkpoint, so a resumed run sees the same batches as an uninterrupted one.
+checkpoint, so a resumed run gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def loss_curve(
 
     fig = _new_figure((7, 4))
     ax = fig.subplots()
-    steps = np.arange(values.size)
+    steps = np.arange(1, values.size + 1)  # epochs and optimizer steps count from 1
     ax.plot(steps, values, color="tab:blue", alpha=0.4 if values.size > 50 else 1.0, label=ylabel)
     if values.size > 50:
         window = max(values.size // 50, 2)
@@ -328,6 +328,9 @@ def image_grid(
         path: output PNG file.
         nrow: images per row.
         padding: pixels between images.
+
+    Images smaller than 64 pixels are enlarged by an integer factor (nearest neighbour), so that
+    16 x 16 samples stay readable in the PNG.
     """
     # Imported here because torchvision takes about a second to import and only this needs it.
     from torchvision.utils import save_image
@@ -339,6 +342,9 @@ def image_grid(
     if directory:
         os.makedirs(directory, exist_ok=True)
     grid = (images.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) / 2.0
+    factor = max(1, 64 // max(grid.shape[-2:]))
+    if factor > 1:
+        grid = torch.nn.functional.interpolate(grid, scale_factor=factor, mode="nearest")
     save_image(grid, path, nrow=nrow, padding=padding)
     logger.debug("wrote %s", path)
 

@@ -1,4 +1,4 @@
-"""What a method package hands to :class:`bem.Experiments.Experiment`.
+"""The hand-over from a method package to :class:`bem.Experiments.Experiment`.
 
 bem never imports a method package. Instead, the package builds an :class:`ExperimentInit`:
 its config schema and the functions that build the data, the method and the models from a

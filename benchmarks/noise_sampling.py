@@ -39,7 +39,7 @@ def median_times(fn, reference, repeats: int) -> tuple[float, float, float]:
 
 
 def scipy_sas(alpha: float, shape: tuple[int, ...], isotropic: bool):
-    """The original implementation's route: scipy draws A, torch multiplies."""
+    """Draw eps as the original implementation did: A from scipy, multiplied in torch."""
     n = shape[0] if isotropic else int(torch.Size(shape).numel())
     scale = 2 * torch.cos(torch.tensor(torch.pi * alpha / 4)).item() ** (2 / alpha)
     a = torch.from_numpy(levy_stable.rvs(alpha / 2, 1, loc=0, scale=scale, size=n)).float()

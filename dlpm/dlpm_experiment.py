@@ -151,7 +151,7 @@ def build_dlpm(config: Config, device: torch.device) -> LevyMethod:
 
 
 def build_ddpm(config: Config, device: torch.device) -> LevyMethod:
-    """The Gaussian DDPM baseline; ``diffusion.alpha`` is ignored (forced to 2)."""
+    """Build the Gaussian DDPM baseline, which forces alpha to 2 and ignores ``diffusion.alpha``."""
     if config.diffusion.alpha != 2.0:
         logger.info(
             "method ddpm uses Gaussian noise; diffusion.alpha = %g is ignored",

@@ -49,7 +49,7 @@ def test_schedules_are_monotone(alpha):
         assert values.dtype == torch.float32
 
 
-def test_gamma_bar_is_the_cosine_schedule_to_the_power_one_over_alpha():
+def test_gamma_bar_from_cosine_schedule():
     alpha, steps = 1.7, 50
     _, alphabar = ddpm_cosine(steps)
     process = DLPM(alpha, "cpu", steps)
@@ -124,7 +124,7 @@ def test_q_sample_is_the_marginal():
     )
 
 
-def test_one_variable_loss_elements_at_alpha_two_are_ddpm_with_variance_two():
+def test_loss_elements_at_alpha_two():
     steps = 100
     process = DLPM(2.0, "cpu", steps)
     _, alphabar = ddpm_cosine(steps)
@@ -143,7 +143,7 @@ def test_one_variable_loss_elements_at_alpha_two_are_ddpm_with_variance_two():
     torch.testing.assert_close(eps, math.sqrt(2) * z)
 
 
-def test_anterior_mean_variance_at_alpha_two_is_ddpm_posterior_doubled():
+def test_anterior_moments_at_alpha_two():
     steps = 100
     process = DLPM(2.0, "cpu", steps)
     process.schedule = process.schedule_float64

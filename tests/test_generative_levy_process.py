@@ -216,7 +216,7 @@ def test_lp_loss_values():
 
 
 def test_median_of_means_shapes_and_value(monkeypatch):
-    # The reduction sees (outer, inner, B): check it with a network whose error is known.
+    # The reduction receives (outer, inner, B): check it with a network whose error is known.
     process = GenerativeLevyProcess(2.0, "cpu", 20)
 
     class Zero(nn.Module):

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ImageMetrics", "class_proportions", "image_splits"]
 
 # The long-tailed subset of cifar10_lt is drawn with this fixed seed, so that every run (and
-# the cached classifier) sees the same training images whatever the run seed.
+# the cached classifier) gets the same training images whatever the run seed.
 LONG_TAIL_SEED = 0
 DEFAULT_IMBALANCE_FACTOR = 100.0
 

@@ -15,10 +15,14 @@ the totally skewed case with ``a = alpha/2 < 1``. Writing ``V = pi * u`` with ``
     A = 2 * sin(a V) / sin(V)**(1/a) * (sin((1 - a) V) / W)**((1 - a)/a),
 
 which is the usual form with ``U = V - pi/2``. Each sine is evaluated as ``sin(pi * x)`` with
-``x`` reflected into [0, 1/2] from both ``u`` and ``1 - u`` (both exact in floating point), so
-the factors stay accurate as ``alpha -> 2`` (``a -> 1``), where ``sin(a V)`` and ``sin(V)`` would
-otherwise lose their relative precision near ``V = pi``. Everything is computed as a logarithm
-and exponentiated once, with the square root of ``eps = sqrt(A) G`` folded into the exponent.
+``x`` reflected into [0, 1/2] from both ``u`` and ``1 - u``, which are both exact in floating
+point. The factors therefore stay accurate as ``alpha -> 2`` (``a -> 1``), where ``sin(a V)`` and
+``sin(V)`` would otherwise lose their relative precision near ``V = pi``. Everything is computed
+as a logarithm and exponentiated once.
+
+Non-isotropic noise without a clamp on ``A`` skips ``A`` altogether: the symmetric
+Chambers-Mallows-Stuck form gives each coordinate the same law as ``sqrt(A) G`` from two
+uniforms, with no Gaussian draw.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ __all__ = [
     "skewed_levy_scale",
 ]
 
-# Smallest uniform draw used, so that no logarithm sees 0. float32 uniforms are multiples of
+# Smallest uniform draw used, so that no logarithm receives 0. float32 uniforms are multiples of
 # 2**-24, so this only replaces the exact zero draw.
 _U_MIN = 2.0**-26
 
@@ -146,7 +150,7 @@ def _symmetric_stable(
 def _chunked(draw, alpha: float, size: tuple[int, ...], generator, device, dtype) -> torch.Tensor:
     """Call ``draw`` on flat chunks of at most ``_CHUNK`` elements and fill one output tensor.
 
-    The draw makes a dozen elementwise passes over several temporaries; on the CPU, chunks keep
+    The draw makes a dozen elementwise passes over several temporaries. On the CPU, chunks keep
     them in cache instead of streaming each pass through memory (5.5 to 4.9 times the cost of
     ``torch.randn`` for 256 x 1 x 32 x 32). Other devices draw in one piece.
     """

@@ -364,7 +364,7 @@ class DLPM:
         sigma_t_var: torch.Tensor,
         z: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One stochastic DLPM step from ``x_t`` to ``x_{t-1}``, conditioned on ``A_{1:T}``.
+        """Take one stochastic DLPM step from ``x_t`` to ``x_{t-1}``, conditioned on ``A_{1:T}``.
 
         ``Gamma_t = 1 - gamma_t**2 Sigma_{t-1} / Sigma_t`` and
         ``x_{t-1} = (x_t - sigma_bar_t Gamma_t eps) / gamma_t + sqrt(Gamma_t Sigma_{t-1}) z``
@@ -388,7 +388,7 @@ class DLPM:
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One DLIM step from ``x_t`` to ``x_{t-1}`` (deterministic when ``eta = 0``).
+        """Take one DLIM step from ``x_t`` to ``x_{t-1}`` (deterministic when ``eta = 0``).
 
         ``x_{t-1} = (x_t - sigma_bar_t eps) / gamma_t + c eps + eta sigma_bar_{t-1} noise`` with
         ``c = (sigma_bar_{t-1}**alpha - (eta sigma_bar_{t-1})**alpha)**(1/alpha)`` and

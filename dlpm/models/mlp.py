@@ -146,7 +146,7 @@ class _Block(nn.Module):
     def forward(
         self, h: torch.Tensor, emb: torch.Tensor, index: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # emb holds one row per distinct time; index maps each example to its row (None: emb
+        # emb has one row per distinct time; index maps each example to its row (None: emb
         # has one row, which broadcasts).
         time_term = self.time_projection(emb)
         if index is not None:
@@ -255,7 +255,7 @@ class MLP(nn.Module):
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        # A batch holds few distinct times (one per sampling step, at most T in training), so
+        # A batch contains few distinct times (one per sampling step, at most T in training), so
         # the time embedding and its projections run on the distinct values only: a third of
         # the matrix products of a step at the default size.
         times, index = torch.unique(t.to(x.dtype), return_inverse=True)
