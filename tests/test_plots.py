@@ -75,8 +75,16 @@ def test_image_grid_writes_png(tmp_path):
     path = tmp_path / "grid.png"
     plots.image_grid(images, path, nrow=3)
     image = assert_image(path, "PNG")
-    # 3 columns and 2 rows of 8 pixels with 2 pixels of padding around each.
-    assert image.size == (3 * 10 + 2, 2 * 10 + 2)
+    # 8-pixel images are enlarged 8 times to 64 pixels; 3 columns and 2 rows, 2 pixels of
+    # padding around each.
+    assert image.size == (3 * 66 + 2, 2 * 66 + 2)
+
+
+def test_image_grid_keeps_large_images(tmp_path):
+    images = torch.zeros(2, 1, 64, 64)
+    path = tmp_path / "grid.png"
+    plots.image_grid(images, path, nrow=2)
+    assert assert_image(path, "PNG").size == (2 * 66 + 2, 66 + 2)
 
 
 def test_signed_log_values():
