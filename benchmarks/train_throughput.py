@@ -36,13 +36,17 @@ def build_experiment(config: str, workdir: Path, overrides: dict) -> Experiment:
     return experiment
 
 
+# Repeats behind each median: on a shared virtual machine single timings vary by 20% or more.
+REPEATS = 7
+
+
 def training_step_ms(experiment: Experiment, steps: int) -> float:
     """Median milliseconds per optimizer step over epochs cut to ``steps`` batches."""
     trainer = experiment.trainer
     trainer.n_max_batch = steps
     trainer.train_epoch()  # warm-up
     per_step = []
-    for _ in range(3):
+    for _ in range(REPEATS):
         start = time.perf_counter()
         stats = trainer.train_epoch()
         per_step.append((time.perf_counter() - start) / stats.steps)
@@ -85,20 +89,19 @@ def outside_network_share(experiment: Experiment, repeats: int) -> tuple[float, 
     return 1e3 * net_seconds, max(0.0, 1.0 - net_seconds / loss_seconds)
 
 
-def sampling_seconds(
-    experiment: Experiment, deterministic: bool, n: int, repeats: int = 3
-) -> float:
-    """Median seconds to draw ``n`` samples in one batch with the configured reverse steps."""
+def sampling_seconds(experiment: Experiment, deterministic: bool, n: int) -> list[float]:
+    """Seconds of :data:`REPEATS` draws of ``n`` samples in one batch, configured steps."""
     process = experiment.method.process
     net = experiment.models["default"]
     steps = experiment.config.sampling.reverse_steps
     shape = (n,) + tuple(experiment.data.item_shape)
+    process.sample({"default": net}, shape, steps, deterministic=deterministic)  # warm-up
     times = []
-    for _ in range(repeats):
+    for _ in range(REPEATS):
         start = time.perf_counter()
         process.sample({"default": net}, shape, steps, deterministic=deterministic)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def main() -> None:
@@ -134,11 +137,14 @@ def main() -> None:
 
             if is_2d:
                 for mode in ("stochastic", "deterministic"):
-                    seconds = sampling_seconds(experiment, mode == "deterministic", 10_000)
+                    times = sampling_seconds(experiment, mode == "deterministic", 10_000)
+                    seconds = statistics.median(times)
                     print(
                         f"  10,000 samples, {experiment.config.sampling.reverse_steps} {mode}"
-                        f" steps: {seconds:.2f} s ({10_000 / seconds:.0f} samples/s),"
-                        f" {ORIGINAL_SAMPLE_S[mode] / seconds:.2f}x the original's speed"
+                        f" steps: median {seconds:.2f} s of {REPEATS} draws (range"
+                        f" {min(times):.2f} to {max(times):.2f}), {10_000 / seconds:.0f}"
+                        f" samples/s, {ORIGINAL_SAMPLE_S[mode] / seconds:.2f}x the original's"
+                        " speed"
                     )
 
 

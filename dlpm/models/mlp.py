@@ -19,7 +19,9 @@ gamma_t``: escaped heavy-tailed samples then grow without bound.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -37,6 +39,21 @@ _ACTIVATIONS = {
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
 }
+
+# The same functions applied in place, for the inference path. The modules above use their
+# default arguments (LeakyReLU slope 0.01, exact GELU), and so do these.
+_INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], object]] = {
+    "silu": partial(F.silu, inplace=True),
+    "relu": torch.relu_,
+    "gelu": lambda h: h.copy_(F.gelu(h)),
+    "tanh": torch.tanh_,
+    "leaky_relu": F.leaky_relu_,
+}
+
+# Working set of the inference path: it evaluates a batch in chunks of rows whose (rows,
+# nunits) float32 activations take 512 KiB, so that the two work buffers and the layer norm's
+# output stay in a 2 MiB L2 cache (2048 rows at 64 units).
+INFERENCE_CHUNK_BYTES = 512 * 1024
 
 # Highest angular frequency of the sinusoidal embedding, in radians per unit of t/T. Adjacent
 # steps of a 1000-step chain differ by 0.001 in t/T, so their fastest components differ by
@@ -132,13 +149,14 @@ class _Block(nn.Module):
         group_norm: bool,
         norm_groups: int,
         skip: bool,
-        activation: type[nn.Module],
+        act: str,
     ) -> None:
         super().__init__()
         self.norm = GroupNorm1d(norm_groups, units) if group_norm else nn.Identity()
         self.linear1 = nn.Linear(units, units)
         self.time_projection = nn.Linear(emb_size, units)
-        self.activation = activation()
+        self.activation = _ACTIVATIONS[act]()
+        self.activation_ = _INPLACE_ACTIVATIONS[act]
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(units, units)
         self.skip = skip
@@ -151,15 +169,22 @@ class _Block(nn.Module):
         time_term = self.time_projection(emb)
         if index is not None:
             time_term = time_term[index]
-        if torch.is_grad_enabled():
-            branch = self.activation(self.linear1(self.norm(h)) + time_term)
-            branch = self.linear2(self.dropout(branch))
-            return h + branch if self.skip else branch
-        # Sampling: the same operations in place, which saves a third of the passes over
-        # (B, units) activations at batch 10,000.
-        branch = self.activation(self.linear1(self.norm(h)).add_(time_term))
+        branch = self.activation(self.linear1(self.norm(h)) + time_term)
         branch = self.linear2(self.dropout(branch))
-        return branch.add_(h) if self.skip else branch
+        return h + branch if self.skip else branch
+
+    def forward_into(self, h: torch.Tensor, bias: torch.Tensor, branch: torch.Tensor) -> None:
+        """Inference step of the block: overwrite ``h`` with the block's output.
+
+        ``bias`` is ``linear1``'s bias plus the time term, of shape (1, units) or (rows,
+        units); ``branch`` is a work buffer shaped like ``h``. Dropout is the identity here.
+        """
+        torch.addmm(bias, self.norm(h), self.linear1.weight.t(), out=branch)
+        self.activation_(branch)
+        if self.skip:
+            h.addmm_(branch, self.linear2.weight.t()).add_(self.linear2.bias)
+        else:
+            torch.addmm(self.linear2.bias, branch, self.linear2.weight.t(), out=h)
 
 
 class MLP(nn.Module):
@@ -205,6 +230,7 @@ class MLP(nn.Module):
         if act not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; accepted: {', '.join(_ACTIVATIONS)}")
         activation = _ACTIVATIONS[act]
+        self.dropout_rate = dropout_rate
         if time_emb_type == "sinusoidal":
             features: nn.Module = SinusoidalEmbedding(time_emb_size)
         elif time_emb_type == "learnable":
@@ -230,7 +256,7 @@ class MLP(nn.Module):
                 group_norm,
                 norm_groups,
                 skip_connection,
-                activation,
+                act,
             )
             for _ in range(nblocks)
         )
@@ -255,16 +281,13 @@ class MLP(nn.Module):
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
-        # A batch contains few distinct times (one per sampling step, at most T in training), so
-        # the time embedding and its projections run on the distinct values only: a third of
-        # the matrix products of a step at the default size.
-        times, index = torch.unique(t.to(x.dtype), return_inverse=True)
-        if times.shape[0] == 1:
-            index = None
+        times, index = _distinct_times(t.to(x.dtype))
         features = self.time_features(
             times[:, None] if self.time_emb_type == "learnable" else times
         )
         emb = self.time_mlp(features)
+        if not torch.is_grad_enabled() and not (self.training and self.dropout_rate > 0):
+            return self._forward_inference(x, emb, index)
 
         h = self.input(x)
         for block in self.blocks:
@@ -274,6 +297,53 @@ class MLP(nn.Module):
             gain = self.input_gain(emb)
             out = out + (gain if index is None else gain[index]) * x
         return out
+
+    def _forward_inference(
+        self, x: torch.Tensor, emb: torch.Tensor, index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The forward pass without autograd, in chunks of rows with reused work buffers.
+
+        Same result as the training path up to float rounding. At batch 10,000 the training
+        path allocates a fresh 2.5 MB tensor for every intermediate, and the kernel's page
+        faults on that memory cost as much as a third of the pass on CPU; here a pass allocates
+        two chunk-sized buffers, which stay in cache (see :data:`INFERENCE_CHUNK_BYTES`).
+        """
+        batch = x.shape[0]
+        units = self.input.out_features
+        rows = max(1, min(batch, INFERENCE_CHUNK_BYTES // (units * x.element_size())))
+        h_buffer = x.new_empty((rows, units))
+        branch_buffer = x.new_empty((rows, units))
+        # Per distinct time: linear1's bias plus the time term of each block, and the gain.
+        biases = [block.linear1.bias + block.time_projection(emb) for block in self.blocks]
+        gain = self.input_gain(emb) if self.input_gain is not None else None
+        out = torch.empty_like(x)
+        for start in range(0, batch, rows):
+            x_chunk = x[start : start + rows]
+            n = x_chunk.shape[0]
+            chunk_index = index[start : start + n] if index is not None else None
+            h, branch = h_buffer[:n], branch_buffer[:n]
+            torch.addmm(self.input.bias, x_chunk, self.input.weight.t(), out=h)
+            for block, bias in zip(self.blocks, biases, strict=True):
+                block.forward_into(h, bias if chunk_index is None else bias[chunk_index], branch)
+            out_chunk = out[start : start + n]
+            torch.addmm(self.output.bias, h, self.output.weight.t(), out=out_chunk)
+            if gain is not None:
+                out_chunk.addcmul_(gain if chunk_index is None else gain[chunk_index], x_chunk)
+        return out
+
+
+def _distinct_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return the distinct values of ``t`` and the index of each entry among them.
+
+    A batch contains few distinct times (one per sampling step, at most T in training), so the
+    time embedding and its projections run on the distinct values only: a third of the matrix
+    products of a training step at the default size. The index is ``None`` when all entries are
+    equal (every sampling step), which skips the sort of ``torch.unique``.
+    """
+    if t.numel() > 0 and bool((t == t[0]).all()):
+        return t[:1], None
+    times, index = torch.unique(t, return_inverse=True)
+    return times, index
 
 
 def build_mlp(section: MLPConfig, item_shape: tuple[int, ...]) -> MLP:
