@@ -4,17 +4,22 @@ Evaluates the checkpoints of epochs K, 2K, ... up to E (only E without ``--eval`
 checkpoint without ``--epochs``). The run's own ``config.yml`` is the base config unless
 ``--config`` is given; flags such as ``--generate`` and ``--reverse_steps`` apply on top.
 Invalid input, or a missing checkpoint, exits with status 2 before anything is written.
+Results under sampling settings other than the run's own are stored apart from those of
+training time, under a label that names the differences (``reverse_steps-25_deterministic-true``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError, list_checkpoints
 from bem.config import ConfigError, load_yaml
 from bem.Experiments import Experiment
+from bem.sections import bem_sections
 from dlpm.cli import USER_INPUT_ERRORS, build_config, build_parser, run_folder, setup_logging
 from dlpm.dlpm_experiment import dlpm_init
 
@@ -34,6 +39,36 @@ def _reject_trained_changes(stored: dict, p: dict) -> None:
                 f"{name} = {new!r} differs from the trained run's {old!r}; evaluate with the"
                 " run's own value, or train a new run for the other one"
             )
+
+
+# bem sections whose keys change what an evaluation generates; the other bem sections (run,
+# logger, training, optim, data) do not.
+_SAMPLING_BEM_KEYS = (("eval", "nsamples"), ("eval", "batch_size"))
+
+
+def _leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    leaves: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        leaves.update(_leaves(value, prefix + (str(key),)))
+    return leaves
+
+
+def settings_label(stored: dict, p: dict) -> str | None:
+    """Name the generation settings in which ``p`` differs from the trained run's ``stored``
+    config, as ``key-value`` pairs joined by ``_``; ``None`` when none differs."""
+    bem_names = set(bem_sections())
+    old, new = _leaves(stored), _leaves(p)
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        if key[0] in bem_names and key not in _SAMPLING_BEM_KEYS:
+            continue
+        if old.get(key) != new.get(key):
+            value = new.get(key)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            parts.append(f"{key[-1]}-{re.sub(r'[^A-Za-z0-9.+-]', '', text)}")
+    return "_".join(parts) or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,25 +96,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stored = run_dir / "config.yml"
         p = build_config(args, "eval", base=stored if stored.is_file() else None)
+        label = None
         if stored.is_file():
-            _reject_trained_changes(load_yaml(stored), p)
+            trained = load_yaml(stored)
+            _reject_trained_changes(trained, p)
+            label = settings_label(trained, p)
         experiment = Experiment(run_dir, p, init=dlpm_init())
-        experiment.print_parameters()
         experiment.prepare()
     except USER_INPUT_ERRORS as error:
         parser.error(str(error))
+    experiment.print_parameters()
 
     try:
         with logging_redirect_tqdm():
             for epoch in epochs:
                 experiment.load(epoch)
-                experiment.evaluate()
+                experiment.evaluate(label=label)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         experiment.terminate()
     print(f"evaluated epoch(s) {', '.join(map(str, epochs))}")
+    if label:
+        print(f"settings differ from training: results under by_settings/{label}")
     print(f"results: {run_dir / 'eval_results.json'}")
     print(f"plots and samples: {run_dir}/")
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,11 @@ _RUN_FILES = (
     "losses.json",
     "mlflow_run.json",
     "neptune_run.json",
+    "loss_curve.png",
 )
+# Outputs of evaluations (see bem.evaluation), which a fresh run replaces too: plots, sample
+# tensors and, for image data, folders of sample PNG files.
+_OUTPUT_PATTERNS = ("scatter_epoch*", "survival_epoch*", "samples_epoch*", "reverse_epoch*")
 # Offsets from the run seed of the independent random streams.
 _DATA_ORDER_OFFSET, _NOISE_OFFSET, _EVAL_OFFSET = 1, 2, 3
 
@@ -123,6 +128,8 @@ class Experiment:
         self.p = self.config.p
         self.extra_logger = logger
         self.history: dict[str, list[float]] = {"loss": [], "grad_norm": []}
+        # Losses of the optimizer steps run by this object (not saved in checkpoints).
+        self._step_losses: list[float] = []
         self._prepared = False
         self._folder_open = False
         self._resumed = False
@@ -214,11 +221,13 @@ class Experiment:
             raise RuntimeError("call Experiment.prepare() first")
 
     def previous_run_files(self) -> list[Path]:
-        """Return the files of an earlier run that a fresh run in this folder would replace."""
+        """Return the files (and sample folders) of an earlier run that a fresh run in this
+        folder would replace: checkpoints, logs, results and evaluation outputs."""
         if self._resumed or not self.run_dir.exists():
             return []
         stale = [self.run_dir / n for n in _RUN_FILES if (self.run_dir / n).exists()]
-        return stale + list(list_checkpoints(self.run_dir).values())
+        outputs = sorted({p for pattern in _OUTPUT_PATTERNS for p in self.run_dir.glob(pattern)})
+        return list(list_checkpoints(self.run_dir).values()) + stale + outputs
 
     def check_run_folder(self) -> None:
         """Raise ``FileExistsError`` if a fresh run would replace an earlier run's files.
@@ -228,10 +237,11 @@ class Experiment:
         """
         stale = self.previous_run_files()
         if stale and not self.overwrite:
+            count = f"{len(stale)} file" + ("s" if len(stale) > 1 else "")
             raise FileExistsError(
-                f"{self.run_dir} already contains a run ({len(stale)} file(s), e.g."
-                f" {stale[0].name}); continue it with --resume, replace it with --overwrite,"
-                " or choose another --name"
+                f"{self.run_dir} already contains a run ({count}, e.g. {stale[0].name});"
+                " continue it with --resume, replace it with --overwrite, or choose another"
+                " --name"
             )
 
     def _open_run_folder(self, write_config: bool = True, purge_step: int | None = None) -> None:
@@ -246,9 +256,12 @@ class Experiment:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stale = self.previous_run_files()
         if stale:
-            logger.warning("--overwrite: removing %d file(s) of the previous run", len(stale))
+            logger.warning("--overwrite: removing the previous run's %d outputs", len(stale))
             for path in stale:
-                path.unlink()
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         if write_config or not (self.run_dir / "config.yml").exists():
             write_text_atomic(self.run_dir / "config.yml", self.config.to_yaml())
         trackers = [
@@ -394,6 +407,7 @@ class Experiment:
             epoch = self.epoch
             self.history["loss"].append(stats.loss)
             self.history["grad_norm"].append(stats.grad_norm)
+            self._step_losses.extend(stats.step_losses)
             self.sink.set_values(stats.as_dict(), step=epoch)
 
             is_last = epoch == run.epochs
@@ -422,13 +436,19 @@ class Experiment:
         return variants
 
     def evaluate(
-        self, nsamples: int | None = None, animate: bool | None = None
+        self,
+        nsamples: int | None = None,
+        animate: bool | None = None,
+        label: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Generate from every model variant, score against held-out data and save the results.
 
         Args:
             nsamples: samples per variant (default ``eval.nsamples``).
             animate: save a GIF of the reverse process (default ``eval.animate``).
+            label: name of sampling settings other than those the run trained with; the
+                results and files of such an evaluation are kept apart (see
+                :mod:`bem.evaluation`).
 
         Returns:
             variant name to metrics, also stored in ``eval_results.json`` under the epoch.
@@ -445,6 +465,7 @@ class Experiment:
             nsamples=nsamples,
             animate=animate,
             settings=settings,
+            label=label,
         )
 
     def terminate(self) -> None:
@@ -452,11 +473,13 @@ class Experiment:
         if not self._folder_open:
             return
         losses = [v for v in self.history["loss"] if v == v]  # drops NaN (all-skipped epochs)
-        if len(losses) >= 2:
+        # One epoch gives one point: the curve then shows that session's optimizer steps.
+        curve, unit = (losses, "epoch") if len(losses) >= 2 else (self._step_losses, "step")
+        if len(curve) >= 2:
             from bem import plots
 
             path = self.run_dir / "loss_curve.png"
-            plots.loss_curve(losses, path, xlabel="epoch")
+            plots.loss_curve(curve, path, xlabel=unit)
             self.sink.log_figure("loss_curve", path)
         self.sink.stop()
         self._folder_open = False

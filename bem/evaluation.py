@@ -2,7 +2,13 @@
 
 Results go to ``eval_results.json`` in the run folder, written atomically after each variant::
 
-    {"epochs": {"20": {"settings": {...}, "variants": {"model": {...}, "ema_0.99": {...}}}}}
+    {"epochs": {"20": {"settings": {...}, "variants": {"model": {...}, "ema_0.99": {...}},
+                       "by_settings": {"reverse_steps-25": {"settings": ..., "variants": ...}}}}}
+
+An evaluation under the run's own sampling settings fills ``settings`` and ``variants``. One
+under other settings (``eval.py --reverse_steps 25``) passes a ``label`` naming what differs: it
+goes under ``by_settings`` and its files carry the label, so it never replaces the results of
+training time.
 
 Metrics are chosen by the kind of data: ``"2d"`` uses :func:`bem.metrics.two_d.evaluate_2d`
 and ``"image"`` uses :func:`bem.metrics.images.evaluate_images` (Inception metrics only, when
@@ -151,6 +157,7 @@ class Evaluator:
         nsamples: int | None = None,
         animate: bool | None = None,
         settings: Mapping[str, Any] | None = None,
+        label: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Generate from each variant, score, plot and store the results of ``epoch``.
 
@@ -166,6 +173,8 @@ class Evaluator:
             nsamples: samples per variant (default ``options.nsamples``).
             animate: save a GIF of the reverse process (default ``options.animate``).
             settings: sampling options to store with the results.
+            label: name of settings other than the run's own (see the module docstring);
+                ``None`` for the run's own settings.
 
         Returns:
             variant name to its metrics (``{"error": message}`` when scoring failed).
@@ -177,9 +186,9 @@ class Evaluator:
             results = {}
             for variant, models in variants.items():
                 results[variant] = self._evaluate_variant(
-                    method, variant, models, epoch, seed, nsamples, animate
+                    method, variant, models, epoch, seed, nsamples, animate, label
                 )
-                self._store(epoch, variant, results[variant], settings, nsamples)
+                self._store(epoch, variant, results[variant], settings, nsamples, label)
         finally:
             restore_rng_state(saved_rng)
         return results
@@ -193,6 +202,7 @@ class Evaluator:
         seed: int,
         nsamples: int,
         animate: bool,
+        label: str | None,
     ) -> dict[str, Any]:
         first_model = next(iter(models.values()))
         device = next(first_model.parameters()).device
@@ -210,7 +220,7 @@ class Evaluator:
             history_samples=history_samples,
             progress=self.progress,
         )
-        tag = f"epoch{epoch}_{variant}"
+        tag = f"epoch{epoch}_{variant}" + (f"_{label}" if label else "")
         if self.options.save_samples:
             with atomic_write(self.run_dir / f"samples_{tag}.pt") as handle:
                 torch.save(generated.samples, handle)
@@ -225,10 +235,12 @@ class Evaluator:
         except ValueError as error:
             logger.error("evaluation of %s at epoch %d failed: %s", variant, epoch, error)
             return {"error": str(error)}
+        prefix = f"eval/{variant}" + (f"/{label}" if label else "")
         for key, value in metrics.items():
-            self.sink.log(f"eval/{variant}/{key}", value, epoch)
+            self.sink.log(f"{prefix}/{key}", value, epoch)
         headline = [f"{k} {metrics[k]:.4g}" for k in _HEADLINE if k in metrics]
-        logger.info("eval epoch %d %s: %s", epoch, variant, " | ".join(headline))
+        name = f"{variant} ({label})" if label else variant
+        logger.info("eval epoch %d %s: %s", epoch, name, " | ".join(headline))
         return metrics
 
     def _plot(
@@ -273,10 +285,13 @@ class Evaluator:
         metrics: Mapping[str, Any],
         settings: Mapping[str, Any] | None,
         nsamples: int,
+        label: str | None,
     ) -> None:
         results = load_results(self.results_path)
-        entry = results["epochs"].setdefault(str(epoch), {"settings": {}, "variants": {}})
+        entry = results["epochs"].setdefault(str(epoch), {})
+        if label:
+            entry = entry.setdefault("by_settings", {}).setdefault(label, {})
         entry["settings"] = {"nsamples": nsamples, **(settings or {})}
-        entry["variants"][variant] = dict(metrics)
+        entry.setdefault("variants", {})[variant] = dict(metrics)
         results["epochs"] = dict(sorted(results["epochs"].items(), key=lambda kv: int(kv[0])))
         write_json_atomic(self.results_path, _json_safe(results))

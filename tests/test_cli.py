@@ -92,8 +92,37 @@ def test_eval_evaluates_every_k_epochs(trained):
     assert result.returncode == 0, result.stderr
     results = json.loads((folder / "models" / "tiny" / "eval_results.json").read_text())
     assert list(results["epochs"]) == ["2", "4"]
-    assert results["epochs"]["2"]["settings"]["nsamples"] == 150
+    # 150 samples differ from the run's 200: stored apart, training's epoch-4 results kept.
+    assert results["epochs"]["2"]["by_settings"]["nsamples-150"]["settings"]["nsamples"] == 150
+    assert results["epochs"]["4"]["settings"]["nsamples"] == 200
+    assert set(results["epochs"]["4"]["by_settings"]["nsamples-150"]["variants"]) == {
+        "model",
+        "ema_0.9",
+    }
+    assert (folder / "models" / "tiny" / "scatter_epoch4_model_nsamples-150.png").is_file()
     assert "evaluated epoch(s) 2, 4" in result.stdout
+
+
+def test_eval_under_run_settings_updates_training_results(trained, tmp_path):
+    folder, _ = trained
+    config = write_config(tmp_path, TINY)
+    run = run_script(
+        "run.py", tmp_path, "--config", str(config), "--name", "s", "--epochs", "1", "--eval", "1"
+    )
+    assert run.returncode == 0, run.stderr
+    results_path = tmp_path / "models" / "s" / "eval_results.json"
+    trained_metrics = json.loads(results_path.read_text())["epochs"]["1"]["variants"]["model"]
+    again = run_script("eval.py", tmp_path, "--name", "s")
+    steps = run_script(
+        "eval.py", tmp_path, "--name", "s", "--reverse_steps", "5", "--deterministic"
+    )
+    assert again.returncode == 0 and steps.returncode == 0, again.stderr + steps.stderr
+    epoch = json.loads(results_path.read_text())["epochs"]["1"]
+    # Same settings and seed: the same numbers in the same place.
+    assert epoch["variants"]["model"] == trained_metrics
+    label = "deterministic-true_reverse_steps-5"
+    assert epoch["by_settings"][label]["settings"]["sampling"]["reverse_steps"] == 5
+    assert f"by_settings/{label}" in steps.stdout
 
 
 def test_eval_missing_checkpoint_exits_2(trained, monkeypatch, capsys):
@@ -121,7 +150,7 @@ BAD_FLAGS = [
     (["--epochs", "ten"], "--epochs"),
     (["--method", "flow"], "--method"),
     (["--config", "no_such_config"], "no config named"),
-    (["--resume"], "no checkpoint found"),
+    (["--resume"], "no checkpoint in"),
 ]
 
 

@@ -76,7 +76,9 @@ def test_eval_lim_with_ode_sampler(trained_lim):
     assert result.returncode == 0, result.stderr
     results = json.loads((folder / "models" / "lim" / "eval_results.json").read_text())
     assert list(results["epochs"]) == ["1", "2"]
-    settings = results["epochs"]["1"]["settings"]
+    label = "nsamples-150_deterministic-true_reverse_steps-5"
+    assert list(results["epochs"]["1"]["by_settings"]) == [label]
+    settings = results["epochs"]["1"]["by_settings"][label]["settings"]
     assert settings["method"] == "lim"
     assert settings["sampling"]["deterministic"] is True
     assert settings["sampling"]["reverse_steps"] == 5
