@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     # Every check of the input runs here, before the first file is written.
     try:
         p = build_config(args, "run")
-        experiment = Experiment(run_folder(args), p, init=dlpm_init(), overwrite=args.overwrite)
-        experiment.print_parameters()
+        run_dir = run_folder(args)
+        if resume and not list_checkpoints(run_dir):
+            raise CheckpointError(
+                f"--resume: no checkpoint in {run_dir}; start the run without --resume"
+            )
+        experiment = Experiment(run_dir, p, init=dlpm_init(), overwrite=args.overwrite)
         experiment.prepare()
         if resume:
             experiment.load(args.resume_epoch)
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment.check_run_folder()
     except USER_INPUT_ERRORS as error:
         parser.error(str(error))
+    # Printed once the input is known to be valid, so that an error is the last line shown.
+    experiment.print_parameters()
 
     try:
         with logging_redirect_tqdm():

@@ -349,8 +349,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"config file {path} is not valid YAML: {first_line}") from None
+        problem = getattr(error, "problem", None) or type(error).__name__
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         # An empty file is almost always a mistake, and its built-in defaults differ from the
         # shipped configs (no evaluation, no EMA), so it is rejected rather than trained.

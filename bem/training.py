@@ -50,6 +50,8 @@ class EpochStats:
     steps: int
     skipped_batches: int
     seconds: float
+    # Loss of each optimizer step that was not skipped, in order.
+    step_losses: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float | int]:
         """Return the fields as a dict for a logger."""
@@ -125,8 +127,9 @@ class Trainer:
             model.train()
 
         start = time.perf_counter()
-        loss_sum = norm_sum = 0.0
-        steps = skipped = 0
+        norm_sum = 0.0
+        step_losses: list[float] = []
+        skipped = 0
         bar = tqdm(
             total=total, desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch"
         )
@@ -139,21 +142,22 @@ class Trainer:
                 if loss_value is None:
                     skipped += 1
                     continue
-                steps += 1
-                loss_sum += loss_value
+                step_losses.append(loss_value)
                 norm_sum += norm_value
                 bar.set_postfix(loss=f"{loss_value:.4g}", refresh=False)
 
         self.state.epoch = epoch
         self.state.skipped_batches += skipped
         optimizer = next(iter(self.optimizers.values()))
+        steps = len(step_losses)
         return EpochStats(
-            loss=loss_sum / steps if steps else math.nan,
+            loss=math.fsum(step_losses) / steps if steps else math.nan,
             grad_norm=norm_sum / steps if steps else math.nan,
             lr=optimizer.param_groups[0]["lr"],
             steps=steps,
             skipped_batches=skipped,
             seconds=time.perf_counter() - start,
+            step_losses=tuple(step_losses),
         )
 
     def _step(

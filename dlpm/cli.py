@@ -43,8 +43,15 @@ DEFAULT_NAME = "default"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def _number(kind: type, low: float | None = None, high: float | None = None, open_low=False):
-    """Return an argparse type for ``kind`` values in [low, high] ((low, high] if open_low)."""
+def _number(
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+):
+    """Return an argparse type for ``kind`` values in [low, high]; ``open_low`` and
+    ``open_high`` exclude the bounds."""
 
     def parse(text: str) -> Any:
         try:
@@ -52,9 +59,10 @@ def _number(kind: type, low: float | None = None, high: float | None = None, ope
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
         below = low is not None and (value <= low if open_low else value < low)
-        if below or (high is not None and value > high):
+        above = high is not None and (value >= high if open_high else value > high)
+        if below or above:
             left = "(" if open_low else "["
-            upper = "inf)" if high is None else f"{high:g}]"
+            upper = "inf)" if high is None else f"{high:g}{')' if open_high else ']'}"
             raise argparse.ArgumentTypeError(f"{text} is outside {left}{low:g}, {upper}")
         return value
 
@@ -315,7 +323,7 @@ FLAGS: tuple[Flag, ...] = (
         "--ema_rates",
         "training.ema_rates",
         "decay rates of the EMA models, in (0, 1)",
-        _number(float, 0.0, 1.0, open_low=True),
+        _number(float, 0.0, 1.0, open_low=True, open_high=True),
         nargs="+",
         metavar="RATE",
     ),

@@ -164,8 +164,8 @@ def test_clip_denoised_accepts_bool_or_bound(p):
 
 def test_load_yaml_errors(tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text("a: [1, 2\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad.write_text("a: 1\nb: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line 3, column 1"):
         load_yaml(bad)
     listing = tmp_path / "list.yml"
     listing.write_text("- 1\n- 2\n")

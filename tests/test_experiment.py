@@ -115,6 +115,10 @@ def test_checkpoint_holds_resolved_config_and_counters(tmp_path):
     assert state["config"] == experiment.p
     assert set(state["rng"]["generators"]) == {"data_order", "noise"}
     assert (tmp_path / "run" / "config.yml").is_file()
+    # One epoch has one mean loss; the curve shows its 4 optimizer steps instead.
+    assert (tmp_path / "run" / "loss_curve.png").is_file()
+    assert len(experiment._step_losses) == 4
+    assert math.isclose(sum(experiment._step_losses) / 4, experiment.history["loss"][0])
 
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):

@@ -20,12 +20,32 @@ def test_fresh_run_refuses_existing_run(tmp_path, monkeypatch, capsys):
 def test_overwrite_replaces_earlier_run(tmp_path, monkeypatch):
     config = write_config(tmp_path, TINY)
     args = ("--config", str(config), "--name", "replaced", "--epochs", "2", "--no_progress")
-    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 0
+    assert exit_status("run.py", tmp_path, monkeypatch, *args, "--eval", "2") == 0
+    run_dir = tmp_path / "models" / "replaced"
+    assert (run_dir / "scatter_epoch2_model.png").is_file()
     shorter = ("--config", str(config), "--name", "replaced", "--epochs", "1", "--no_progress")
     assert exit_status("run.py", tmp_path, monkeypatch, *shorter, "--overwrite") == 0
-    run_dir = tmp_path / "models" / "replaced"
     assert (run_dir / "checkpoint_1.pt").is_file()
-    assert not (run_dir / "checkpoint_2.pt").exists()
+    # Nothing of the replaced run stays behind to be mistaken for the new one's.
+    for name in ("checkpoint_2.pt", "scatter_epoch2_model.png", "samples_epoch2_model.pt"):
+        assert not (run_dir / name).exists(), name
+
+
+def test_resume_without_checkpoint_exits_2(tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path, TINY)
+    args = ("--config", str(config), "--name", "none", "--resume", "--no_progress")
+    assert exit_status("run.py", tmp_path, monkeypatch, *args) == 2
+    assert "start the run without --resume" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_input_error_is_the_last_line(tmp_path, monkeypatch, capsys):
+    # The resolved config is printed only for valid input, so it never buries the error.
+    config = write_config(tmp_path, TINY | {"run": TINY["run"] | {"device": "cuda:99"}})
+    assert exit_status("run.py", tmp_path, monkeypatch, "--config", str(config)) == 2
+    captured = capsys.readouterr()
+    assert "resolved config" not in captured.out
+    assert "run.device" in captured.err.strip().splitlines()[-1]
 
 
 def test_log_without_value_turns_on_configured_tracker(tmp_path):
@@ -43,12 +63,14 @@ def test_bad_logger_spec_exits_2(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "models").exists()
 
 
-def test_tensorboard_logger_writes_events(tmp_path, monkeypatch):
+def test_tensorboard_logger_writes_events(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
     config = write_config(tmp_path, TINY)
     args = ("--config", str(config), "--name", "tb", "--epochs", "1", "--no_progress")
     assert exit_status("run.py", tmp_path, monkeypatch, *args, "--logger", "tensorboard") == 0
     events = list((tmp_path / "models" / "tb" / "tb").glob("events.out.tfevents.*"))
     assert events
+    assert "tensorboard --logdir models/tb/tb" in caplog.text
 
 
 def test_one_reverse_step_exits_2(tmp_path, monkeypatch, capsys):

@@ -106,8 +106,8 @@ def _check_name(name: str) -> None:
 def _missing_error(name: str, folder: Path, missing: Sequence[str], hint: str) -> None:
     listing = ", ".join(missing)
     raise DatasetFilesMissingError(
-        f"{name} files not found: put {listing} in {folder} ({hint}), or pass download=True"
-        " (--download on the command line)"
+        f"{name} files not found: put {listing} in {folder} ({hint}), or set data.download:"
+        " true (--download on the command line) to fetch them"
     )
 
 

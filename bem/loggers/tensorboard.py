@@ -78,6 +78,11 @@ class TensorBoardLogger(Logger):
             str(self.log_dir), purge_step=self.purge_step, flush_secs=self.flush_secs
         )
         self.log_params(p)
+        logger.info(
+            "TensorBoard: events in %s; view them with tensorboard --logdir %s",
+            self.log_dir,
+            self.log_dir,
+        )
 
     def _remove_old_events(self) -> None:
         old = sorted(self.log_dir.glob(_EVENT_FILE_PREFIX + "*"))
