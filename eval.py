@@ -12,54 +12,34 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError, list_checkpoints
-from bem.config import ConfigError, load_yaml
+from bem.config import load_yaml
 from bem.Experiments import Experiment
 from bem.sections import bem_sections
-from dlpm.cli import USER_INPUT_ERRORS, build_config, build_parser, run_folder, setup_logging
+from dlpm.cli import (
+    USER_INPUT_ERRORS,
+    build_config,
+    build_parser,
+    check_unchanged,
+    config_leaves,
+    run_folder,
+    setup_logging,
+)
 from dlpm.dlpm_experiment import dlpm_init
-
-# Keys that define what was trained: evaluating a checkpoint under other values is meaningless.
-TRAINED_KEYS = (("method",), ("diffusion", "alpha"), ("diffusion", "isotropic"))
-
-
-def _reject_trained_changes(stored: dict, p: dict) -> None:
-    for key in TRAINED_KEYS:
-        old, new = stored, p
-        for part in key:
-            old = old.get(part) if isinstance(old, dict) else None
-            new = new.get(part) if isinstance(new, dict) else None
-        if old != new:
-            name = ".".join(key)
-            raise ConfigError(
-                f"{name} = {new!r} differs from the trained run's {old!r}; evaluate with the"
-                " run's own value, or train a new run for the other one"
-            )
-
 
 # bem sections whose keys change what an evaluation generates; the other bem sections (run,
 # logger, training, optim, data) do not.
 _SAMPLING_BEM_KEYS = (("eval", "nsamples"), ("eval", "batch_size"))
 
 
-def _leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    leaves: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        leaves.update(_leaves(value, prefix + (str(key),)))
-    return leaves
-
-
 def settings_label(stored: dict, p: dict) -> str | None:
     """Name the generation settings in which ``p`` differs from the trained run's ``stored``
     config, as ``key-value`` pairs joined by ``_``; ``None`` when none differs."""
     bem_names = set(bem_sections())
-    old, new = _leaves(stored), _leaves(p)
+    old, new = config_leaves(stored), config_leaves(p)
     parts = []
     for key in sorted(set(old) | set(new)):
         if key[0] in bem_names and key not in _SAMPLING_BEM_KEYS:
@@ -96,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stored = run_dir / "config.yml"
         p = build_config(args, "eval", base=stored if stored.is_file() else None)
+        experiment = Experiment(run_dir, p, init=dlpm_init())
         label = None
         if stored.is_file():
             trained = load_yaml(stored)
-            _reject_trained_changes(trained, p)
-            label = settings_label(trained, p)
-        experiment = Experiment(run_dir, p, init=dlpm_init())
+            check_unchanged(trained, experiment.p, "eval")
+            label = settings_label(trained, experiment.p)
         experiment.prepare()
     except USER_INPUT_ERRORS as error:
         parser.error(str(error))
-    experiment.print_parameters()
+    # The config is the run's own, on disk; printing its 90 lines would bury errors.
+    print(f"config: {run_dir / 'config.yml'}" + (f" with {label}" if label else ""))
 
     try:
         with logging_redirect_tqdm():
@@ -119,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         experiment.terminate()
     print(f"evaluated epoch(s) {', '.join(map(str, epochs))}")
     if label:
-        print(f"settings differ from training: results under by_settings/{label}")
+        print(
+            "sampling settings differ from training: results under"
+            f" epochs.<epoch>.by_settings.{label} in eval_results.json"
+        )
     print(f"results: {run_dir / 'eval_results.json'}")
     print(f"plots and samples: {run_dir}/")
     return 0

@@ -6,14 +6,24 @@ status 2 before anything is written; a non-finite loss exits with status 1.
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bem.checkpoint import CheckpointError, list_checkpoints
+from bem.config import ConfigError, load_yaml
 from bem.Experiments import Experiment
 from bem.training import NonFiniteLossError
-from dlpm.cli import USER_INPUT_ERRORS, build_config, build_parser, run_folder, setup_logging
+from dlpm.cli import (
+    USER_INPUT_ERRORS,
+    build_config,
+    build_parser,
+    check_unchanged,
+    run_folder,
+    setup_logging,
+)
 from dlpm.dlpm_experiment import dlpm_init
 
 
@@ -32,6 +42,23 @@ def _reject_older_resume(experiment: Experiment) -> None:
         )
 
 
+def _check_resume_flags(args: argparse.Namespace, run_dir: Path) -> None:
+    """Reject --resume without a checkpoint, with --overwrite, or with too few --epochs."""
+    if args.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one")
+    available = list_checkpoints(run_dir)
+    if not available:
+        raise CheckpointError(
+            f"--resume: no checkpoint in {run_dir}; start the run without --resume"
+        )
+    trained = max(available) if args.resume_epoch is None else args.resume_epoch
+    if args.epochs is not None and args.epochs <= trained:
+        raise ConfigError(
+            f"--epochs {args.epochs} does not exceed the {trained} epochs already trained;"
+            f" pass --epochs above {trained} to train on, or evaluate with eval.py"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("run", "Train a DLPM (or DDPM) model and evaluate it on schedule.")
     args = parser.parse_args(argv)
@@ -40,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Every check of the input runs here, before the first file is written.
     try:
-        p = build_config(args, "run")
         run_dir = run_folder(args)
-        if resume and not list_checkpoints(run_dir):
-            raise CheckpointError(
-                f"--resume: no checkpoint in {run_dir}; start the run without --resume"
-            )
+        stored = run_dir / "config.yml"
+        if resume:
+            _check_resume_flags(args, run_dir)
+        # A resumed run starts from its own config unless --config names another.
+        base = stored if resume and stored.is_file() else None
+        p = build_config(args, "run", base=base)
         experiment = Experiment(run_dir, p, init=dlpm_init(), overwrite=args.overwrite)
+        if resume and stored.is_file():
+            check_unchanged(load_yaml(stored), experiment.p, "run")
         experiment.prepare()
         if resume:
             experiment.load(args.resume_epoch)
@@ -66,10 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         saved = list_checkpoints(experiment.run_dir)
         where = f"epoch {max(saved)}" if saved else "the start (no checkpoint yet)"
-        print(
-            f"interrupted during epoch {experiment.epoch + 1}; --resume continues from {where}",
-            file=sys.stderr,
-        )
+        evaluated = experiment.evaluating_epoch
+        if evaluated is not None:
+            name = experiment.run_dir.name
+            print(
+                f"interrupted while evaluating epoch {evaluated}, whose checkpoint is saved;"
+                f" evaluate it with: python eval.py --name {name} --epochs {evaluated}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"interrupted during epoch {experiment.epoch + 1}", file=sys.stderr)
+        print(f"--resume continues training from {where}", file=sys.stderr)
         return 130
     finally:
         experiment.terminate()

@@ -46,7 +46,7 @@ from bem.ema import EMA
 from bem.evaluation import Evaluator
 from bem.files import write_json_atomic, write_text_atomic
 from bem.Logger import CompositeLogger, DefaultLogger, Logger
-from bem.loggers import make_logger
+from bem.loggers import check_logger_class, make_logger
 from bem.protocol import ExperimentInit
 from bem.sections import bem_sections
 from bem.training import Trainer, TrainState
@@ -130,6 +130,8 @@ class Experiment:
         self.history: dict[str, list[float]] = {"loss": [], "grad_norm": []}
         # Losses of the optimizer steps run by this object (not saved in checkpoints).
         self._step_losses: list[float] = []
+        # Epoch whose evaluation is under way or was interrupted, for the caller's report.
+        self.evaluating_epoch: int | None = None
         self._prepared = False
         self._folder_open = False
         self._resumed = False
@@ -192,8 +194,12 @@ class Experiment:
         )
 
         # Tracker loggers join in _open_run_folder, once the run folder exists and it is known
-        # whether this run resumes another.
-        sinks: list[Logger] = [DefaultLogger(self.run_dir)]
+        # whether this run resumes another; a user's class is imported now, while a wrong spec
+        # can still fail before anything is written.
+        for spec in self.config.logger.trackers:
+            check_logger_class(spec)
+        self._default_logger = DefaultLogger(self.run_dir)
+        sinks: list[Logger] = [self._default_logger]
         if self.extra_logger is not None:
             sinks.append(self.extra_logger)
         self.sink = CompositeLogger(sinks)
@@ -269,6 +275,15 @@ class Experiment:
             for spec in self.config.logger.trackers
         ]
         self.sink.loggers.extend(trackers)
+        if purge_step is not None:
+            dropped = self._default_logger.purge_from(purge_step)
+            if dropped:
+                logger.info(
+                    "dropped %d records of epochs %d and later from metrics.jsonl: the"
+                    " interrupted run logged them after its last checkpoint",
+                    dropped,
+                    purge_step,
+                )
         self.sink.initialize(self.p)
         self._folder_open = True
 
@@ -340,8 +355,12 @@ class Experiment:
                 if schedule is not None and stored_schedule is not None:
                     schedule.load_state_dict(stored_schedule)
         except (KeyError, RuntimeError, ValueError) as error:
+            # torch lists every mismatched tensor; the first line names the module.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = "; ".join(lines[:2])[:240]
             raise CheckpointError(
-                f"checkpoint {path} does not match the models built from the config: {error}"
+                f"checkpoint {path} does not match the models built from the config ({detail});"
+                " load it with the config the run was trained with"
             ) from None
         restore_rng_state(state["rng"], self._generators())
         extra = state.get("extra", {})
@@ -457,7 +476,9 @@ class Experiment:
         self._open_run_folder(write_config=not self._resumed)
         bem_names = set(bem_sections())
         settings = {k: v for k, v in self.p.items() if k not in bem_names}
-        return self.evaluator.evaluate(
+        # Left set when the evaluation is interrupted, so that the caller can say which.
+        self.evaluating_epoch = self.epoch
+        results = self.evaluator.evaluate(
             self.method,
             self.model_variants(),
             self.epoch,
@@ -467,15 +488,19 @@ class Experiment:
             settings=settings,
             label=label,
         )
+        self.evaluating_epoch = None
+        return results
 
     def terminate(self) -> None:
-        """Plot the loss curve (if any epoch ran) and stop the loggers."""
+        """Plot the loss curve (if this object trained) and stop the loggers."""
         if not self._folder_open:
             return
         losses = [v for v in self.history["loss"] if v == v]  # drops NaN (all-skipped epochs)
         # One epoch gives one point: the curve then shows that session's optimizer steps.
         curve, unit = (losses, "epoch") if len(losses) >= 2 else (self._step_losses, "step")
-        if len(curve) >= 2:
+        # Only a session that trained redraws the curve: evaluating an older checkpoint must
+        # not replace it with that checkpoint's shorter history.
+        if self._step_losses and len(curve) >= 2:
             from bem import plots
 
             path = self.run_dir / "loss_curve.png"

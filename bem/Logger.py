@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bem.files import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -110,7 +112,8 @@ class DefaultLogger(Logger):
 
     Each line of ``metrics.jsonl`` is ``{"key": ..., "value": ..., "step": ..., "time": ...}``
     with ``time`` in seconds since the epoch. The file is appended to, so a resumed run adds
-    its values after those of the interrupted run.
+    its values after those of the interrupted run; :meth:`purge_from` first drops what the
+    interrupted run logged after its checkpoint.
     """
 
     def __init__(self, run_dir: str | Path, console: bool = True) -> None:
@@ -121,6 +124,30 @@ class DefaultLogger(Logger):
     def initialize(self, p: Mapping[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
+
+    def purge_from(self, step: int) -> int:
+        """Drop the records of steps ``step`` and later from ``metrics.jsonl``, before
+        :meth:`initialize`; return how many were dropped.
+
+        Records without a step, and lines that are not JSON records, are kept.
+        """
+        if self._handle is not None:
+            raise RuntimeError("DefaultLogger.purge_from must be called before initialize")
+        if not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                record_step = json.loads(line).get("step")
+            except (ValueError, AttributeError):
+                record_step = None
+            if isinstance(record_step, int) and record_step >= step:
+                dropped += 1
+            else:
+                kept.append(line)
+        if dropped:
+            write_text_atomic(self.path, "".join(kept))
+        return dropped
 
     def log(self, key: str, value: Any, step: int | None = None) -> None:
         self._write([(key, value)], step)

@@ -139,9 +139,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             " other than tensors and plain containers, whose loading could run code"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt and cannot be read"
-            f" ({type(error).__name__}: {str(error)[:200]})"
+            f" ({type(error).__name__}: {reason}); move it out of the run folder to fall back"
+            " to an earlier checkpoint"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a bem checkpoint (missing format tag)")

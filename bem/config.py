@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -165,9 +166,14 @@ def _convert(key: str, value: Any, annotation: Any, meta: Mapping[str, Any]) -> 
             is_number = False
         if not is_number:
             hint = ""
-            if isinstance(value, str) and annotation is float:
+            if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
                 # PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as a string.
-                hint = "; YAML reads numbers such as 1e-3 as strings, write 1.0e-3"
+                number = float(value)
+                written = repr(int(number)) if annotation is int and number.is_integer() else None
+                written = written or f"{number:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+                hint = f"; YAML reads {value} as a string, write {written}"
+            elif isinstance(value, str):
+                hint = "; remove the quotes around the number" if _is_number(value) else ""
             raise ConfigError(
                 f"config key '{key}' = {value!r} has the wrong type; expected"
                 f" {annotation.__name__}{hint}"
@@ -188,6 +194,18 @@ def _convert(key: str, value: Any, annotation: Any, meta: Mapping[str, Any]) -> 
                 )
         return value
     raise TypeError(f"config field '{key}' has an unsupported annotation {annotation!r}")
+
+
+# A number in exponent form without a dot, which YAML 1.1 reads as a string: 1e-3, 2E5.
+_EXPONENT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_plain(value: Any) -> Any:
@@ -275,6 +293,13 @@ class ConfigSchema:
             raise ConfigError(
                 f"unknown config key '{_join(prefix, unknown[0])}'; accepted keys{where}: "
                 + ", ".join(root_names + list(self.sections))
+            )
+
+        empty = [name for name in self.sections if name in p and p[name] is None]
+        if empty:
+            raise ConfigError(
+                f"config section '{_join(prefix, empty[0])}' is empty (null); give its keys"
+                " or remove the line"
             )
 
         root_instance, plain = None, {}

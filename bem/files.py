@@ -33,6 +33,9 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         encoding = None if "b" in mode else "utf-8"
+        # mkstemp creates the file readable by its owner only. A plain open() would give 0666
+        # less the umask, which lets colleagues read results; give the file that mode.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
@@ -44,6 +47,13 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.unlink(temporary)
         raise
     _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    # The process umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -12,10 +12,10 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bem.checkpoint import CheckpointError
 from bem.config import ConfigError, load_yaml, set_by_path
@@ -170,7 +170,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--eval",
         "run.eval_freq",
-        "run.py: evaluate every N epochs; eval.py: evaluate epochs N, 2N, ... up to --epochs",
+        "run.py: evaluate every N epochs and always the last one; eval.py: evaluate epochs N,"
+        " 2N, ... up to --epochs",
         positive_int,
         metavar="N",
     ),
@@ -364,9 +365,16 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line: the usage text would bury the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(script: str, description: str) -> argparse.ArgumentParser:
     """Build the argparse parser of ``script`` (``"run"`` or ``"eval"``) from :data:`FLAGS`."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = _Parser(description=description)
     for flag in FLAGS:
         if script not in flag.scripts:
             continue
@@ -424,6 +432,8 @@ def build_config(args: argparse.Namespace, script: str, base: Path | None = None
     else:
         path = config_path(DEFAULT_CONFIG)
     p = load_yaml(path)
+    if getattr(args, "log", None) is not None and getattr(args, "logger", None) is not None:
+        raise ConfigError("--log and --logger both choose trackers; pass only one")
     for flag in FLAGS:
         if script not in flag.scripts:
             continue
@@ -434,7 +444,70 @@ def build_config(args: argparse.Namespace, script: str, base: Path | None = None
             flag.apply(p, parsed)
         elif flag.key is not None:
             set_by_path(p, flag.key, flag.value if flag.type is None else parsed)
+    if not sys.stderr.isatty() and isinstance(p.get("run", {}), dict):
+        # Progress bars redrawn into a file or a pipe fill it with hundreds of lines.
+        p.setdefault("run", {})["progress"] = False
     return p
+
+
+# Keys eval.py may change: how samples are drawn and scored, and where files and data are. Any
+# other difference from the trained run's config would evaluate a model that was never trained.
+EVAL_MUTABLE_KEYS = (
+    ("sampling",),
+    ("eval",),
+    ("run",),
+    ("logger",),
+    ("diffusion", "clamp_a"),
+    ("diffusion", "clamp_eps"),
+    ("lim",),
+    ("data", "data_dir"),
+    ("data", "download"),
+    ("data", "num_workers"),
+)
+# Keys that define a run's model and process, which a resumed run keeps.
+RESUME_FIXED_KEYS = (("method",), ("diffusion",), ("model",), ("data",), ("seed",))
+
+
+def config_leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Flatten nested dicts to ``{(section, ..., key): value}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    leaves: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        leaves.update(config_leaves(value, prefix + (str(key),)))
+    return leaves
+
+
+def _under(key: tuple[str, ...], prefixes: Sequence[tuple[str, ...]]) -> bool:
+    return any(key[: len(prefix)] == prefix for prefix in prefixes)
+
+
+def check_unchanged(stored: Mapping[str, Any], p: Mapping[str, Any], script: str) -> None:
+    """Reject values of ``p`` that a resumed run (``script="run"``) or an evaluation
+    (``"eval"``) may not change from the run's stored config ``stored``.
+
+    Keys missing from either side (a config written by another version) are not compared.
+
+    Raises:
+        ConfigError: naming the first changed key, both values and the fix.
+    """
+    old, new = config_leaves(dict(stored)), config_leaves(dict(p))
+    for key in sorted(set(old) & set(new)):
+        if old[key] == new[key]:
+            continue
+        if script == "eval" and not _under(key, EVAL_MUTABLE_KEYS):
+            fix = "eval.py evaluates the model as trained; drop the flag or --config"
+        elif (
+            script == "run"
+            and _under(key, RESUME_FIXED_KEYS)
+            and not _under(key, EVAL_MUTABLE_KEYS)
+        ):
+            fix = "a resumed run keeps its model and data; drop the flag, or train a new --name"
+        else:
+            continue
+        raise ConfigError(
+            f"{'.'.join(key)} = {new[key]!r} differs from the trained run's {old[key]!r}; {fix}"
+        )
 
 
 def setup_logging() -> None:

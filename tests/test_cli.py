@@ -122,7 +122,7 @@ def test_eval_under_run_settings_updates_training_results(trained, tmp_path):
     assert epoch["variants"]["model"] == trained_metrics
     label = "deterministic-true_reverse_steps-5"
     assert epoch["by_settings"][label]["settings"]["sampling"]["reverse_steps"] == 5
-    assert f"by_settings/{label}" in steps.stdout
+    assert f"by_settings.{label}" in steps.stdout
 
 
 def test_eval_missing_checkpoint_exits_2(trained, monkeypatch, capsys):

@@ -8,7 +8,6 @@ import dlpm.models.mlp as mlp_module
 from dlpm.models import build_model
 from dlpm.models.mlp import MLP, GroupNorm1d, MLPConfig, SinusoidalEmbedding
 
-
 # One change from the default per entry: each switch of the architecture.
 VARIANTS = [
     {},

@@ -25,7 +25,14 @@ from bem.Logger import Logger, available_loggers
 from bem.Logger import make_logger as make_registered_logger
 from bem.loggers.safe import SafeLogger
 
-__all__ = ["BUILTIN_LOGGERS", "SafeLogger", "check_logger_spec", "load_logger_class", "make_logger"]
+__all__ = [
+    "BUILTIN_LOGGERS",
+    "SafeLogger",
+    "check_logger_class",
+    "check_logger_spec",
+    "load_logger_class",
+    "make_logger",
+]
 
 # Built-in trackers by name, as "module:Class" import paths, so that importing bem.loggers
 # imports none of them (and bem never imports dlpm unless the user asks for neptune).
@@ -79,6 +86,23 @@ def load_logger_class(path: str) -> type[Logger]:
     if not (isinstance(cls, type) and issubclass(cls, Logger)):
         raise ValueError(f"{path} is not a subclass of bem.Logger.Logger")
     return cls
+
+
+def check_logger_class(spec: str) -> None:
+    """Import the class behind a ``module.path:ClassName`` spec, so that a wrong spec fails
+    before a run writes anything; other specs need no import here.
+
+    Raises:
+        ValueError: if the module cannot be imported, or the class is missing or not a
+            subclass of :class:`bem.Logger.Logger`.
+    """
+    check_logger_spec(spec)
+    if spec in BUILTIN_LOGGERS or spec in available_loggers():
+        return
+    try:
+        load_logger_class(spec)
+    except ImportError as error:
+        raise ValueError(f"invalid logger {spec!r}: {error}") from None
 
 
 def make_logger(

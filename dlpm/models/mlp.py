@@ -338,8 +338,8 @@ def _distinct_times(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
 
     A batch contains few distinct times: one per sampling step, at most T in training. The time
     embedding and its projections run on the distinct values only, which saves a third of the
-    matrix products of a training step at the default size. The index is ``None`` when all entries are
-    equal (every sampling step), which skips the sort of ``torch.unique``.
+    matrix products of a training step at the default size. The index is ``None`` when all
+    entries are equal (every sampling step), which skips the sort of ``torch.unique``.
     """
     if t.numel() > 0 and bool((t == t[0]).all()):
         return t[:1], None
