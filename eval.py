@@ -4,51 +4,31 @@ Evaluates the checkpoints of epochs K, 2K, ... up to E (only E without ``--eval`
 checkpoint without ``--epochs``). The run's own ``config.yml`` is the base config unless
 ``--config`` is given; flags such as ``--generate`` and ``--reverse_steps`` apply on top.
 Invalid input, or a missing checkpoint, exits with status 2 before anything is written.
-Results under sampling settings other than the run's own are stored apart from those of
-training time, under a label that names the differences (``reverse_steps-25_deterministic-true``).
+An epoch evaluated before (at training time, usually) keeps those results: an evaluation under
+other settings is stored apart, under a label that names the differences
+(``deterministic-true_reverse_steps-25``).
 """
 
 from __future__ import annotations
 
-import re
 import sys
 
+import yaml
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bem.checkpoint import CheckpointError, list_checkpoints
+from bem.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from bem.config import load_yaml
 from bem.Experiments import Experiment
-from bem.sections import bem_sections
+from bem.files import write_text_atomic
 from dlpm.cli import (
     USER_INPUT_ERRORS,
     build_config,
     build_parser,
     check_unchanged,
-    config_leaves,
     run_folder,
     setup_logging,
 )
 from dlpm.dlpm_experiment import dlpm_init
-
-# bem sections whose keys change what an evaluation generates; the other bem sections (run,
-# logger, training, optim, data) do not.
-_SAMPLING_BEM_KEYS = (("eval", "nsamples"), ("eval", "batch_size"))
-
-
-def settings_label(stored: dict, p: dict) -> str | None:
-    """Name the generation settings in which ``p`` differs from the trained run's ``stored``
-    config, as ``key-value`` pairs joined by ``_``; ``None`` when none differs."""
-    bem_names = set(bem_sections())
-    old, new = config_leaves(stored), config_leaves(p)
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        if key[0] in bem_names and key not in _SAMPLING_BEM_KEYS:
-            continue
-        if old.get(key) != new.get(key):
-            value = new.get(key)
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            parts.append(f"{key[-1]}-{re.sub(r'[^A-Za-z0-9.+-]', '', text)}")
-    return "_".join(parts) or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,39 +49,51 @@ def main(argv: list[str] | None = None) -> int:
     missing = [e for e in epochs if e not in available]
     if missing:
         parser.error(
-            f"no checkpoint for epoch(s) {missing or [last]} in {run_dir}; available: "
+            f"no checkpoint for epoch {', '.join(map(str, missing))} in {run_dir}; available: "
             + ", ".join(str(e) for e in available)
         )
 
     try:
         stored = run_dir / "config.yml"
-        p = build_config(args, "eval", base=stored if stored.is_file() else None)
-        experiment = Experiment(run_dir, p, init=dlpm_init())
-        label = None
         if stored.is_file():
-            trained = load_yaml(stored)
-            check_unchanged(trained, experiment.p, "eval")
-            label = settings_label(trained, experiment.p)
+            trained, source = load_yaml(stored), str(stored)
+        else:
+            # Each checkpoint stores the resolved config of its run.
+            trained = load_checkpoint(available[epochs[-1]])["config"]
+            source = f"{available[epochs[-1]]} (config.yml is missing)"
+        p = build_config(args, "eval", base=trained)
+        experiment = Experiment(run_dir, p, init=dlpm_init())
+        check_unchanged(trained, experiment.p, "eval")
         experiment.prepare()
     except USER_INPUT_ERRORS as error:
         parser.error(str(error))
-    # The config is the run's own, on disk; printing its 90 lines would bury errors.
-    print(f"config: {run_dir / 'config.yml'}" + (f" with {label}" if label else ""))
+    if not stored.is_file():
+        write_text_atomic(stored, yaml.safe_dump(trained, sort_keys=False))
+    # The run's own config is on disk; printing its 90 lines would bury errors.
+    print(f"config: {source}")
 
+    labels: set[str | None] = set()
     try:
         with logging_redirect_tqdm():
             for epoch in epochs:
                 experiment.load(epoch)
-                experiment.evaluate(label=label)
+                experiment.evaluate()
+                labels.add(experiment.evaluator.last_label)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted; the variants evaluated before are saved in eval_results.json",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         experiment.terminate()
     print(f"evaluated epoch(s) {', '.join(map(str, epochs))}")
-    if label:
+    for label in sorted(label for label in labels if label):
         print(
-            "sampling settings differ from training: results under"
+            "settings differ from the epoch's first evaluation: results under"
             f" epochs.<epoch>.by_settings.{label} in eval_results.json"
         )
     print(f"results: {run_dir / 'eval_results.json'}")

@@ -43,19 +43,13 @@ def _reject_older_resume(experiment: Experiment) -> None:
 
 
 def _check_resume_flags(args: argparse.Namespace, run_dir: Path) -> None:
-    """Reject --resume without a checkpoint, with --overwrite, or with too few --epochs."""
+    """Reject --resume without a checkpoint, or with --overwrite."""
     if args.overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it; pass only one")
     available = list_checkpoints(run_dir)
     if not available:
         raise CheckpointError(
             f"--resume: no checkpoint in {run_dir}; start the run without --resume"
-        )
-    trained = max(available) if args.resume_epoch is None else args.resume_epoch
-    if args.epochs is not None and args.epochs <= trained:
-        raise ConfigError(
-            f"--epochs {args.epochs} does not exceed the {trained} epochs already trained;"
-            f" pass --epochs above {trained} to train on, or evaluate with eval.py"
         )
 
 
@@ -81,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         if resume:
             experiment.load(args.resume_epoch)
             _reject_older_resume(experiment)
+            trained, epochs = experiment.epoch, experiment.config.run.epochs
+            if epochs <= trained:
+                raise ConfigError(
+                    f"run.epochs = {epochs} does not exceed the {trained} epochs already"
+                    f" trained; pass --epochs above {trained} to train on, or evaluate with"
+                    " eval.py"
+                )
         experiment.check_run_folder()
     except USER_INPUT_ERRORS as error:
         parser.error(str(error))

@@ -66,7 +66,14 @@ _RUN_FILES = (
 )
 # Outputs of evaluations (see bem.evaluation), which a fresh run replaces too: plots, sample
 # tensors and, for image data, folders of sample PNG files.
-_OUTPUT_PATTERNS = ("scatter_epoch*", "survival_epoch*", "samples_epoch*", "reverse_epoch*")
+# TensorBoard's folder goes too, whether or not the new run logs there.
+_OUTPUT_PATTERNS = (
+    "scatter_epoch*",
+    "survival_epoch*",
+    "samples_epoch*",
+    "reverse_epoch*",
+    "tb",
+)
 # Offsets from the run seed of the independent random streams.
 _DATA_ORDER_OFFSET, _NOISE_OFFSET, _EVAL_OFFSET = 1, 2, 3
 
@@ -458,19 +465,16 @@ class Experiment:
         self,
         nsamples: int | None = None,
         animate: bool | None = None,
-        label: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Generate from every model variant, score against held-out data and save the results.
 
         Args:
             nsamples: samples per variant (default ``eval.nsamples``).
             animate: save a GIF of the reverse process (default ``eval.animate``).
-            label: name of sampling settings other than those the run trained with; the
-                results and files of such an evaluation are kept apart (see
-                :mod:`bem.evaluation`).
 
         Returns:
-            variant name to metrics, also stored in ``eval_results.json`` under the epoch.
+            variant name to metrics, also stored in ``eval_results.json`` under the epoch (see
+            :mod:`bem.evaluation` for evaluations of one epoch under several settings).
         """
         self._require_prepared()
         self._open_run_folder(write_config=not self._resumed)
@@ -486,7 +490,6 @@ class Experiment:
             nsamples=nsamples,
             animate=animate,
             settings=settings,
-            label=label,
         )
         self.evaluating_epoch = None
         return results

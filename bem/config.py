@@ -360,8 +360,31 @@ class Config:
         return yaml.safe_dump(self.p, sort_keys=False)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that raises on a key given twice in one mapping."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config with ``yaml.safe_load``.
+    """Read a YAML config with PyYAML's safe loader, which builds only plain types, and reject
+    duplicate keys (plain ``yaml.safe_load`` keeps the last one silently).
 
     Raises:
         ConfigError: if the file is missing, is not valid YAML or is not a mapping.
@@ -372,7 +395,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or type(error).__name__
         mark = getattr(error, "problem_mark", None)
@@ -387,6 +410,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must contain a mapping, got {type(data).__name__}")
     return data
+
+
+def config_leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Flatten nested dicts to ``{(section, ..., key): value}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    leaves: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        leaves.update(config_leaves(value, prefix + (str(key),)))
+    return leaves
 
 
 def set_by_path(p: dict[str, Any], key: str, value: Any) -> None:

@@ -5,10 +5,10 @@ Results go to ``eval_results.json`` in the run folder, written atomically after 
     {"epochs": {"20": {"settings": {...}, "variants": {"model": {...}, "ema_0.99": {...}},
                        "by_settings": {"reverse_steps-25": {"settings": ..., "variants": ...}}}}}
 
-An evaluation under the run's own sampling settings fills ``settings`` and ``variants``. One
-under other settings (``eval.py --reverse_steps 25``) passes a ``label`` naming what differs: it
-goes under ``by_settings`` and its files carry the label, so it never replaces the results of
-training time.
+The first evaluation of an epoch (usually at training time) fills ``settings`` and
+``variants``. A later one under other settings (``eval.py --reverse_steps 25``) goes under
+``by_settings``, keyed by a label that names what differs from the first (``reverse_steps-25``);
+its files carry the label too, so it never replaces the first one's results.
 
 Metrics are chosen by the kind of data: ``"2d"`` uses :func:`bem.metrics.two_d.evaluate_2d`
 and ``"image"`` uses :func:`bem.metrics.images.evaluate_images` (Inception metrics only, when
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from bem.checkpoint import capture_rng_state, restore_rng_state
+from bem.config import config_leaves
 from bem.files import atomic_write, write_json_atomic
 from bem.generation import GeneratedSamples, generate_samples
 from bem.Logger import Logger
@@ -43,7 +45,7 @@ from bem.sections import EvalConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluator", "load_results", "register_metrics"]
+__all__ = ["Evaluator", "load_results", "register_metrics", "settings_label"]
 
 MetricFunction = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 
@@ -99,6 +101,20 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def settings_label(first: Mapping[str, Any], other: Mapping[str, Any]) -> str:
+    """Name the keys in which ``other`` differs from ``first`` as ``key-value`` pairs joined by
+    ``_`` (``reverse_steps-25_deterministic-true``), in the order of the nested keys."""
+    old, new = config_leaves(dict(first)), config_leaves(dict(other))
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            value = new.get(key)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            parts.append(f"{key[-1]}-{re.sub(r'[^A-Za-z0-9.+-]', '', text)}")
+    # Values that differ only in characters a file name cannot carry still need a name.
+    return "_".join(parts) or "other-settings"
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read an ``eval_results.json`` file; a missing file gives an empty result set."""
     path = Path(path)
@@ -146,6 +162,8 @@ class Evaluator:
         self.progress = progress
         self.metrics = metrics
         self.results_path = self.run_dir / "eval_results.json"
+        # Label of the last evaluate() call's settings (None: the epoch's first settings).
+        self.last_label: str | None = None
 
     def evaluate(
         self,
@@ -157,7 +175,6 @@ class Evaluator:
         nsamples: int | None = None,
         animate: bool | None = None,
         settings: Mapping[str, Any] | None = None,
-        label: str | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Generate from each variant, score, plot and store the results of ``epoch``.
 
@@ -173,14 +190,14 @@ class Evaluator:
             nsamples: samples per variant (default ``options.nsamples``).
             animate: save a GIF of the reverse process (default ``options.animate``).
             settings: sampling options to store with the results.
-            label: name of settings other than the run's own (see the module docstring);
-                ``None`` for the run's own settings.
 
         Returns:
             variant name to its metrics (``{"error": message}`` when scoring failed).
         """
         nsamples = nsamples or self.options.nsamples
         animate = self.options.animate if animate is None else animate
+        label = self._label(epoch, {"nsamples": nsamples, **(settings or {})})
+        self.last_label = label
         saved_rng = capture_rng_state()
         try:
             results = {}
@@ -192,6 +209,17 @@ class Evaluator:
         finally:
             restore_rng_state(saved_rng)
         return results
+
+    def _label(self, epoch: int, settings: Mapping[str, Any]) -> str | None:
+        """Return the label of ``settings`` against the first evaluation stored for ``epoch``,
+        or ``None`` when there is none or it used the same settings."""
+        entry = load_results(self.results_path)["epochs"].get(str(epoch), {})
+        first = entry.get("settings")
+        # Compared as stored in JSON (tuples become lists).
+        new = json.loads(json.dumps(_json_safe(dict(settings))))
+        if not first or first == new:
+            return None
+        return settings_label(first, new)
 
     def _evaluate_variant(
         self,

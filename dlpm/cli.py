@@ -9,6 +9,7 @@ reject malformed values at parse time; the config schema checks every value agai
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import re
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bem.checkpoint import CheckpointError
-from bem.config import ConfigError, load_yaml, set_by_path
+from bem.config import ConfigError, config_leaves, load_yaml, set_by_path
 from bem.datasets import available_datasets
 from bem.datasets.images import DatasetFilesMissingError
 from bem.loggers import check_logger_spec
@@ -251,11 +252,15 @@ FLAGS: tuple[Flag, ...] = (
         "reverse steps of the sampler, at least 2",
         _number(int, 2),
     ),
-    Flag("--deterministic", "sampling.deterministic", "deterministic DLIM sampler"),
+    Flag(
+        "--deterministic",
+        "sampling.deterministic",
+        "DLIM sampler instead of the stochastic one (deterministic unless --dlim_eta > 0)",
+    ),
     Flag(
         "--dlim_eta",
         "sampling.dlim_eta",
-        "DLIM noise level in [0, 1] (0: deterministic)",
+        "noise level of the DLIM sampler in [0, 1], with --deterministic (0: deterministic)",
         _number(float, 0.0, 1.0),
     ),
     Flag(
@@ -403,6 +408,8 @@ def config_path(name_or_path: str) -> Path:
         ConfigError: if neither exists.
     """
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ConfigError(f"--config {name_or_path} is a folder; give a YAML file or a name")
     if path.suffix in (".yml", ".yaml") or path.parent != Path("."):
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
@@ -419,19 +426,21 @@ def run_folder(args: argparse.Namespace) -> Path:
     return MODELS_DIR / (args.name or DEFAULT_NAME)
 
 
-def build_config(args: argparse.Namespace, script: str, base: Path | None = None) -> dict:
-    """Load the config of ``--config`` (or ``base``, or the default) and apply the flags given.
+def build_config(
+    args: argparse.Namespace, script: str, base: Path | Mapping[str, Any] | None = None
+) -> dict:
+    """Load the config of ``--config`` (or ``base``, a file or a config dict, or the default)
+    and apply the flags given.
 
     Raises:
         ConfigError: if the config file is missing or invalid YAML.
     """
-    if args.config is not None:
-        path = config_path(args.config)
-    elif base is not None:
-        path = base
+    if args.config is None and isinstance(base, Mapping):
+        p = copy.deepcopy(dict(base))
+    elif args.config is not None:
+        p = load_yaml(config_path(args.config))
     else:
-        path = config_path(DEFAULT_CONFIG)
-    p = load_yaml(path)
+        p = load_yaml(base if base is not None else config_path(DEFAULT_CONFIG))
     if getattr(args, "log", None) is not None and getattr(args, "logger", None) is not None:
         raise ConfigError("--log and --logger both choose trackers; pass only one")
     for flag in FLAGS:
@@ -464,18 +473,9 @@ EVAL_MUTABLE_KEYS = (
     ("data", "download"),
     ("data", "num_workers"),
 )
-# Keys that define a run's model and process, which a resumed run keeps.
-RESUME_FIXED_KEYS = (("method",), ("diffusion",), ("model",), ("data",), ("seed",))
-
-
-def config_leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Flatten nested dicts to ``{(section, ..., key): value}``."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    leaves: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        leaves.update(config_leaves(value, prefix + (str(key),)))
-    return leaves
+# Keys that define a run's model and process, which a resumed run keeps. The optimizer and
+# its schedule continue from the checkpoint's state, so optim keys are kept as well.
+RESUME_FIXED_KEYS = (("method",), ("diffusion",), ("model",), ("data",), ("seed",), ("optim",))
 
 
 def _under(key: tuple[str, ...], prefixes: Sequence[tuple[str, ...]]) -> bool:
@@ -502,7 +502,8 @@ def check_unchanged(stored: Mapping[str, Any], p: Mapping[str, Any], script: str
             and _under(key, RESUME_FIXED_KEYS)
             and not _under(key, EVAL_MUTABLE_KEYS)
         ):
-            fix = "a resumed run keeps its model and data; drop the flag, or train a new --name"
+            kept = "optimizer state" if key[0] == "optim" else "model and data"
+            fix = f"a resumed run keeps its {kept}; drop the flag, or train a new --name"
         else:
             continue
         raise ConfigError(

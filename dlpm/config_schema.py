@@ -121,8 +121,12 @@ class SamplingConfig:
     reverse_steps: int | None = option(
         None, ge=2, help="number of reverse steps, at least 2 (null: the training steps)"
     )
-    deterministic: bool = option(False, help="DLIM sampler instead of the stochastic DLPM one")
-    dlim_eta: float = option(0.0, ge=0.0, le=1.0, help="DLIM noise level (0: deterministic)")
+    deterministic: bool = option(
+        False, help="DLIM sampler instead of the stochastic DLPM one (deterministic at dlim_eta 0)"
+    )
+    dlim_eta: float = option(
+        0.0, ge=0.0, le=1.0, help="noise level of the DLIM sampler (0: deterministic)"
+    )
     clip_denoised: bool | float = option(
         False, gt=0.0, help="clip the predicted x_0 at each step: true for [-1, 1], c for [-c, c]"
     )
@@ -220,6 +224,13 @@ class DlpmSchema(ConfigSchema):
         """
         config = super().parse(p, prefix)
         check_method_options(config)
+        sampling = config.sampling
+        if sampling.dlim_eta > 0 and not sampling.deterministic:
+            raise ConfigError(
+                f"config key 'sampling.dlim_eta' = {sampling.dlim_eta!r} sets the noise of the"
+                " DLIM sampler, which sampling.deterministic: true selects (--deterministic);"
+                " set both, or dlim_eta to 0"
+            )
         return config
 
 

@@ -92,8 +92,10 @@ def test_eval_evaluates_every_k_epochs(trained):
     assert result.returncode == 0, result.stderr
     results = json.loads((folder / "models" / "tiny" / "eval_results.json").read_text())
     assert list(results["epochs"]) == ["2", "4"]
-    # 150 samples differ from the run's 200: stored apart, training's epoch-4 results kept.
-    assert results["epochs"]["2"]["by_settings"]["nsamples-150"]["settings"]["nsamples"] == 150
+    # Epoch 2 had no evaluation yet: these results are its first. Epoch 4 keeps its
+    # training-time results (200 samples) and stores the 150-sample ones apart.
+    assert results["epochs"]["2"]["settings"]["nsamples"] == 150
+    assert "by_settings" not in results["epochs"]["2"]
     assert results["epochs"]["4"]["settings"]["nsamples"] == 200
     assert set(results["epochs"]["4"]["by_settings"]["nsamples-150"]["variants"]) == {
         "model",

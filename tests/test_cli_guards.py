@@ -42,6 +42,10 @@ def snapshot(run_dir):
         ("run.py", ["--resume", "--epochs", "3", "--units", "32"], "model.mlp.nunits"),
         ("run.py", ["--resume", "--overwrite"], "pass only one"),
         ("run.py", ["--resume", "--epochs", "2"], "does not exceed the 2 epochs"),
+        ("run.py", ["--resume"], "does not exceed the 2 epochs"),
+        ("run.py", ["--resume", "--epochs", "3", "--lr", "0.001"], "optim.lr"),
+        ("run.py", ["--config", "/"], "is a folder"),
+        ("eval.py", ["--dlim_eta", "0.5"], "sampling.dlim_eta"),
         ("run.py", ["--log", "mlflow", "--logger", "tensorboard"], "pass only one"),
         ("eval.py", ["--ema_rates", "0.5"], "training.ema_rates"),
         ("eval.py", ["--train_reverse_steps", "50"], "diffusion.reverse_steps"),
@@ -187,3 +191,37 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, terminal):
     args = build_parser("run", "test").parse_args(["--config", str(config)])
     monkeypatch.setattr(sys, "stderr", Stream())
     assert build_config(args, "run")["run"]["progress"] is terminal
+
+
+def test_eval_without_config_file_uses_checkpoint_config(trained, tmp_path):
+    import shutil
+
+    import yaml
+
+    folder, run_dir = trained
+    copy = tmp_path / "models" / "g"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yml").unlink()
+    result = run_script("eval.py", tmp_path, "--name", "g", "--generate", "100")
+    assert result.returncode == 0, result.stderr
+    assert "config.yml is missing" in result.stdout
+    stored = torch.load(copy / "checkpoint_2.pt", weights_only=True)["config"]
+    assert yaml.safe_load((copy / "config.yml").read_text()) == stored
+    epoch = json.loads((copy / "eval_results.json").read_text())["epochs"]["2"]
+    assert epoch["settings"]["nsamples"] == 200
+    assert epoch["by_settings"]["nsamples-100"]["settings"]["nsamples"] == 100
+
+
+def test_interrupted_eval_exits_130(trained, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from bem.evaluation import Evaluator
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    _, run_dir = trained
+    shutil.copytree(run_dir, tmp_path / "models" / "g")
+    monkeypatch.setattr(Evaluator, "evaluate", interrupt)
+    assert exit_status("eval.py", tmp_path, monkeypatch, "--name", "g") == 130
+    assert "interrupted" in capsys.readouterr().err

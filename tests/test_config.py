@@ -175,6 +175,13 @@ def test_load_yaml_errors(tmp_path):
         load_yaml(tmp_path / "missing.yml")
 
 
+def test_load_yaml_rejects_duplicate_keys(tmp_path):
+    path = tmp_path / "twice.yml"
+    path.write_text("optim:\n  lr: 1.0e-3\n  lr: 5.0e-3\n")
+    with pytest.raises(ConfigError, match="line 3, column 3: duplicate key 'lr'"):
+        load_yaml(path)
+
+
 def test_load_yaml_does_not_construct_objects(tmp_path):
     unsafe = tmp_path / "unsafe.yml"
     unsafe.write_text("x: !!python/object/apply:os.system ['echo hi']\n")

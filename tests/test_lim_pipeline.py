@@ -76,9 +76,12 @@ def test_eval_lim_with_ode_sampler(trained_lim):
     assert result.returncode == 0, result.stderr
     results = json.loads((folder / "models" / "lim" / "eval_results.json").read_text())
     assert list(results["epochs"]) == ["1", "2"]
+    # Epoch 1 was not evaluated in training: these are its first results. Epoch 2 was, so
+    # the ODE results go apart, under the label of what differs.
     label = "nsamples-150_deterministic-true_reverse_steps-5"
-    assert list(results["epochs"]["1"]["by_settings"]) == [label]
-    settings = results["epochs"]["1"]["by_settings"][label]["settings"]
+    assert list(results["epochs"]["2"]["by_settings"]) == [label]
+    assert results["epochs"]["2"]["by_settings"][label]["settings"]["nsamples"] == 150
+    settings = results["epochs"]["1"]["settings"]
     assert settings["method"] == "lim"
     assert settings["sampling"]["deterministic"] is True
     assert settings["sampling"]["reverse_steps"] == 5

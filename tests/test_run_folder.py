@@ -23,11 +23,13 @@ def test_overwrite_replaces_earlier_run(tmp_path, monkeypatch):
     assert exit_status("run.py", tmp_path, monkeypatch, *args, "--eval", "2") == 0
     run_dir = tmp_path / "models" / "replaced"
     assert (run_dir / "scatter_epoch2_model.png").is_file()
+    (run_dir / "tb").mkdir()
+    (run_dir / "tb" / "events.out.tfevents.old").write_text("old")
     shorter = ("--config", str(config), "--name", "replaced", "--epochs", "1", "--no_progress")
     assert exit_status("run.py", tmp_path, monkeypatch, *shorter, "--overwrite") == 0
     assert (run_dir / "checkpoint_1.pt").is_file()
     # Nothing of the replaced run stays behind to be mistaken for the new one's.
-    for name in ("checkpoint_2.pt", "scatter_epoch2_model.png", "samples_epoch2_model.pt"):
+    for name in ("checkpoint_2.pt", "scatter_epoch2_model.png", "samples_epoch2_model.pt", "tb"):
         assert not (run_dir / name).exists(), name
 
 
