@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment = Experiment(run_dir, p, init=dlpm_init())
         check_unchanged(trained, experiment.p, "eval")
         experiment.prepare()
-    except USER_INPUT_ERRORS as error:
+        experiment.build_trackers()
+    except (*USER_INPUT_ERRORS, ImportError) as error:
         parser.error(str(error))
     if not stored.is_file():
         write_text_atomic(stored, yaml.safe_dump(trained, sort_keys=False))

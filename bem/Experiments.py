@@ -137,6 +137,8 @@ class Experiment:
         self.history: dict[str, list[float]] = {"loss": [], "grad_norm": []}
         # Losses of the optimizer steps run by this object (not saved in checkpoints).
         self._step_losses: list[float] = []
+        # Tracker loggers built ahead of the run folder by build_trackers().
+        self._trackers: list[Logger] = []
         # Epoch whose evaluation is under way or was interrupted, for the caller's report.
         self.evaluating_epoch: int | None = None
         self._prepared = False
@@ -277,11 +279,8 @@ class Experiment:
                     path.unlink()
         if write_config or not (self.run_dir / "config.yml").exists():
             write_text_atomic(self.run_dir / "config.yml", self.config.to_yaml())
-        trackers = [
-            make_logger(spec, self.run_dir, self.p, resume=self._resumed, purge_step=purge_step)
-            for spec in self.config.logger.trackers
-        ]
-        self.sink.loggers.extend(trackers)
+        self.sink.loggers.extend(self._trackers or self.build_trackers(purge_step))
+        self._trackers = []
         if purge_step is not None:
             dropped = self._default_logger.purge_from(purge_step)
             if dropped:
@@ -293,6 +292,27 @@ class Experiment:
                 )
         self.sink.initialize(self.p)
         self._folder_open = True
+
+    def build_trackers(self, purge_step: int | None = None) -> list[Logger]:
+        """Build the tracker loggers of ``logger.trackers`` without starting them.
+
+        ``purge_step`` is the first epoch a resumed training run logs again (``None`` for a
+        fresh run or an evaluation); see :func:`bem.loggers.make_logger`.
+
+        The constructors check their packages and settings (Neptune's project and token) and
+        write nothing, so a caller can run this among its input checks, after :meth:`load`;
+        the run folder then takes these loggers instead of building its own.
+
+        Raises:
+            ImportError: if a tracker's package is missing.
+            ValueError: if a tracker's settings are invalid.
+        """
+        self._require_prepared()
+        self._trackers = [
+            make_logger(spec, self.run_dir, self.p, resume=self._resumed, purge_step=purge_step)
+            for spec in self.config.logger.trackers
+        ]
+        return self._trackers
 
     def save(self, curr_epoch: int | None = None) -> Path:
         """Write the checkpoint of the completed epochs and return its path.

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -225,3 +226,18 @@ def test_interrupted_eval_exits_130(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Evaluator, "evaluate", interrupt)
     assert exit_status("eval.py", tmp_path, monkeypatch, "--name", "g") == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_unusable_tracker_exits_2_before_writing(trained, monkeypatch, capsys):
+    # Without the neptune package, or without a project in server mode, the tracker cannot
+    # start; either way the run is left as it was.
+    folder, run_dir = trained
+    for variable in ("NEPTUNE_MODE", "NEPTUNE_PROJECT", "NEPTUNE_API_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    before = snapshot(run_dir)
+    args = ("--name", "g", "--overwrite", "--logger", "neptune")
+    assert exit_status("run.py", folder, monkeypatch, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.search("neptune package|NEPTUNE_PROJECT is not set", err[0])
+    assert snapshot(run_dir) == before

@@ -269,3 +269,18 @@ def test_read_idx_rejects_other_files(tmp_path):
     path.write_bytes(b"\x89PNG....")
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(path)
+
+
+def test_one_class_folder_gets_no_classifier_metrics(tmp_path, caplog):
+    from bem.datasets.image_data import image_splits
+
+    for index in range(4):
+        write_png(tmp_path / f"{index}.png", 60 * index, (8, 8))
+    data = {"dataset": "image_folder", "data_dir": str(tmp_path), "image_size": 8}
+    splits = image_splits(data)
+    assert splits.metrics is None
+    assert "single class" in caplog.text
+    two = tmp_path / "two"
+    for index, folder in enumerate(("cats", "dogs", "cats", "dogs")):
+        write_png(two / folder / f"{index}.png", 60 * index, (8, 8))
+    assert image_splits({**data, "data_dir": str(two)}).metrics is not None

@@ -144,7 +144,17 @@ def image_splits(data: Mapping[str, Any]) -> DatasetSplits:
     if name == "cifar10_lt":
         counts = (proportions * len(unflipped)).round().long().tolist()
         logger.info("cifar10_lt class counts: %s", counts)
-    metrics = ImageMetrics(name, unflipped, resolve_data_dir(data.get("data_dir")), proportions)
+    metrics: ImageMetrics | None = None
+    if proportions.numel() >= 2:
+        metrics = ImageMetrics(name, unflipped, resolve_data_dir(data.get("data_dir")), proportions)
+    else:
+        # A classifier of one class maps every image to the same answer: its features and
+        # class proportions cannot tell samples apart.
+        logger.warning(
+            "%s has a single class: no classifier-space metrics; evaluation keeps the"
+            " Inception metrics, when their weights are on disk",
+            name,
+        )
     return DatasetSplits(
         train=train,
         test=test,
