@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         experiment.terminate()
-    print(f"evaluated epoch(s) {', '.join(map(str, epochs))}")
+    print(f"evaluated epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))}")
     for label in sorted(label for label in labels if label):
         print(
             "settings differ from the epoch's first evaluation: results under"

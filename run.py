@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"metrics:    {run_dir / 'metrics.jsonl'}, {run_dir / 'losses.json'}")
     if summary["eval"] is not None:
         print(f"evaluation: {run_dir / 'eval_results.json'}")
-        print(f"plots:      {run_dir}/")
+        print(f"plots and samples: {run_dir}/")
     return 0
 
 

@@ -371,6 +371,11 @@ class Experiment:
             )
         path = available[epoch]
         state = load_checkpoint(path, map_location=self.device)
+        if int(state["epoch"]) != epoch:
+            raise CheckpointError(
+                f"{path} holds epoch {state['epoch']}, not {epoch}: it was renamed or copied;"
+                f" name it checkpoint_{state['epoch']}.pt"
+            )
         self._warn_config_changes(state.get("config", {}), path)
         try:
             for name, model in self.models.items():

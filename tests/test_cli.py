@@ -102,7 +102,7 @@ def test_eval_evaluates_every_k_epochs(trained):
         "ema_0.9",
     }
     assert (folder / "models" / "tiny" / "scatter_epoch4_model_nsamples-150.png").is_file()
-    assert "evaluated epoch(s) 2, 4" in result.stdout
+    assert "evaluated epochs 2, 4" in result.stdout
 
 
 def test_eval_under_run_settings_updates_training_results(trained, tmp_path):

@@ -241,3 +241,15 @@ def test_unusable_tracker_exits_2_before_writing(trained, monkeypatch, capsys):
     assert len(err) == 1
     assert re.search("neptune package|NEPTUNE_PROJECT is not set", err[0])
     assert snapshot(run_dir) == before
+
+
+def test_renamed_checkpoint_is_refused(trained, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    _, run_dir = trained
+    copy = tmp_path / "models" / "g"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoint_1.pt").unlink()
+    (copy / "checkpoint_2.pt").rename(copy / "checkpoint_1.pt")
+    assert exit_status("eval.py", tmp_path, monkeypatch, "--name", "g", "--epochs", "1") == 2
+    assert "holds epoch 2, not 1" in capsys.readouterr().err
