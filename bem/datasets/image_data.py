@@ -148,7 +148,7 @@ def image_splits(data: Mapping[str, Any]) -> DatasetSplits:
     if proportions.numel() >= 2:
         metrics = ImageMetrics(name, unflipped, resolve_data_dir(data.get("data_dir")), proportions)
     else:
-        # A classifier of one class maps every image to the same answer: its features and
+        # A classifier of one class predicts that class for every image: its features and
         # class proportions cannot tell samples apart.
         logger.warning(
             "%s has a single class: no classifier-space metrics; evaluation keeps the"
