@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         check_unchanged(trained, experiment.p, "eval")
         experiment.prepare()
         experiment.build_trackers()
-    except (*USER_INPUT_ERRORS, ImportError) as error:
+    except USER_INPUT_ERRORS as error:
         parser.error(str(error))
     if not stored.is_file():
         write_text_atomic(stored, yaml.safe_dump(trained, sort_keys=False))

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         experiment.check_run_folder()
         experiment.build_trackers(experiment.epoch + 1 if resume else None)
-    except (*USER_INPUT_ERRORS, ImportError) as error:
+    except USER_INPUT_ERRORS as error:
         parser.error(str(error))
     # Printed once the input is known to be valid, so that an error is the last line shown.
     experiment.print_parameters()

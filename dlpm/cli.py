@@ -51,8 +51,10 @@ def _number(
     open_low: bool = False,
     open_high: bool = False,
 ):
-    """Return an argparse type for ``kind`` values in [low, high]; ``open_low`` and
-    ``open_high`` exclude the bounds."""
+    """Return an argparse type for ``kind`` values in [low, high].
+
+    ``open_low`` and ``open_high`` exclude the bounds.
+    """
 
     def parse(text: str) -> Any:
         try:
@@ -87,8 +89,8 @@ def _logger_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-# Errors that mean invalid input (a flag, a config, a data folder or a checkpoint): run.py and
-# eval.py turn them into one line and exit status 2.
+# Errors that mean invalid input (a flag, a config, a data folder, a checkpoint or a tracker
+# whose package is missing): run.py and eval.py turn them into one line and exit status 2.
 USER_INPUT_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     DatasetFilesMissingError,
@@ -97,6 +99,7 @@ USER_INPUT_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
     TypeError,
     NotImplementedError,
+    ImportError,
 )
 
 
@@ -502,8 +505,8 @@ def check_unchanged(stored: Mapping[str, Any], p: Mapping[str, Any], script: str
             and _under(key, RESUME_FIXED_KEYS)
             and not _under(key, EVAL_MUTABLE_KEYS)
         ):
-            kept = "optimizer state" if key[0] == "optim" else "model and data"
-            fix = f"a resumed run keeps its {kept}; drop the flag, or train a new --name"
+            fixed_part = "optimizer state" if key[0] == "optim" else "model and data"
+            fix = f"a resumed run keeps its {fixed_part}; drop the flag, or train a new --name"
         else:
             continue
         raise ConfigError(
