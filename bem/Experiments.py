@@ -300,8 +300,8 @@ class Experiment:
         fresh run or an evaluation); see :func:`bem.loggers.make_logger`.
 
         The constructors check their packages and settings (Neptune's project and token) and
-        write nothing, so a caller can run this among its input checks, after :meth:`load`;
-        the run folder then takes these loggers instead of building its own.
+        write nothing. A caller can therefore run this among its input checks, after
+        :meth:`load`, and the run folder then uses these loggers instead of building its own.
 
         Raises:
             ImportError: if a tracker's package is missing.
@@ -373,8 +373,8 @@ class Experiment:
         state = load_checkpoint(path, map_location=self.device)
         if int(state["epoch"]) != epoch:
             raise CheckpointError(
-                f"{path} holds epoch {state['epoch']}, not {epoch}: it was renamed or copied;"
-                f" name it checkpoint_{state['epoch']}.pt"
+                f"{path} contains epoch {state['epoch']}, not {epoch}, so it was renamed or"
+                f" copied; rename it to checkpoint_{state['epoch']}.pt"
             )
         self._warn_config_changes(state.get("config", {}), path)
         try:
@@ -532,7 +532,8 @@ class Experiment:
             from bem import plots
 
             path = self.run_dir / "loss_curve.png"
-            plots.loss_curve(curve, path, xlabel=unit)
+            title = f"training loss of {self.run_dir.name}, per {unit}"
+            plots.loss_curve(curve, path, xlabel=unit, title=title)
             self.sink.log_figure("loss_curve", path)
         self.sink.stop()
         self._folder_open = False
