@@ -112,7 +112,7 @@ class DefaultLogger(Logger):
 
     Each line of ``metrics.jsonl`` is ``{"key": ..., "value": ..., "step": ..., "time": ...}``
     with ``time`` in seconds since the epoch. The file is appended to, so a resumed run adds
-    its values after those of the interrupted run; :meth:`purge_from` first drops what the
+    its values after those of the interrupted run. :meth:`purge_from` first drops what the
     interrupted run logged after its checkpoint.
     """
 
@@ -126,8 +126,9 @@ class DefaultLogger(Logger):
         self._handle = self.path.open("a", encoding="utf-8")
 
     def purge_from(self, step: int) -> int:
-        """Drop the records of steps ``step`` and later from ``metrics.jsonl``, before
-        :meth:`initialize`; return how many were dropped.
+        """Drop the records of steps ``step`` and later from ``metrics.jsonl``.
+
+        Call it before :meth:`initialize`. Returns how many records were dropped.
 
         Records without a step, and lines that are not JSON records, are kept.
         """
@@ -135,7 +136,7 @@ class DefaultLogger(Logger):
             raise RuntimeError("DefaultLogger.purge_from must be called before initialize")
         if not self.path.is_file():
             return 0
-        kept, dropped = [], 0
+        remaining_lines, dropped = [], 0
         for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
             try:
                 record_step = json.loads(line).get("step")
@@ -144,9 +145,9 @@ class DefaultLogger(Logger):
             if isinstance(record_step, int) and record_step >= step:
                 dropped += 1
             else:
-                kept.append(line)
+                remaining_lines.append(line)
         if dropped:
-            write_text_atomic(self.path, "".join(kept))
+            write_text_atomic(self.path, "".join(remaining_lines))
         return dropped
 
     def log(self, key: str, value: Any, step: int | None = None) -> None:

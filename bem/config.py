@@ -298,7 +298,7 @@ class ConfigSchema:
         empty = [name for name in self.sections if name in p and p[name] is None]
         if empty:
             raise ConfigError(
-                f"config section '{_join(prefix, empty[0])}' is empty (null); give its keys"
+                f"config section '{_join(prefix, empty[0])}' is empty (null); list its keys"
                 " or remove the line"
             )
 

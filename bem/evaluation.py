@@ -211,8 +211,10 @@ class Evaluator:
         return results
 
     def _label(self, epoch: int, settings: Mapping[str, Any]) -> str | None:
-        """Return the label of ``settings`` against the first evaluation stored for ``epoch``,
-        or ``None`` when there is none or it used the same settings."""
+        """Return the label of ``settings`` against the first evaluation stored for ``epoch``.
+
+        Returns ``None`` when the epoch has no evaluation yet, or one with the same settings.
+        """
         entry = load_results(self.results_path)["epochs"].get(str(epoch), {})
         first = entry.get("settings")
         # Compared as stored in JSON (tuples become lists).

@@ -33,8 +33,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         encoding = None if "b" in mode else "utf-8"
-        # mkstemp creates the file readable by its owner only. A plain open() would give 0666
-        # less the umask, which lets colleagues read results; give the file that mode.
+        # mkstemp creates the file readable by its owner only. Give it the mode of a plain
+        # open() instead, 0666 less the umask, so that colleagues can read results.
         os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
@@ -50,7 +50,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def _umask() -> int:
-    # The process umask can only be read by setting it; set it straight back.
+    # The process umask can only be read by setting it, so set it straight back.
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

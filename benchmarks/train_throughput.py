@@ -36,7 +36,7 @@ def build_experiment(config: str, workdir: Path, overrides: dict) -> Experiment:
     return experiment
 
 
-# Repeats behind each median: on a shared virtual machine single timings vary by 20% or more.
+# Timings behind each median. On a shared virtual machine single timings vary by 20% or more.
 REPEATS = 7
 
 
@@ -90,7 +90,7 @@ def outside_network_share(experiment: Experiment, repeats: int) -> tuple[float, 
 
 
 def sampling_seconds(experiment: Experiment, deterministic: bool, n: int) -> list[float]:
-    """Seconds of :data:`REPEATS` draws of ``n`` samples in one batch, configured steps."""
+    """Return the seconds of :data:`REPEATS` draws of ``n`` samples in one batch."""
     process = experiment.method.process
     net = experiment.models["default"]
     steps = experiment.config.sampling.reverse_steps

@@ -118,7 +118,8 @@ def test_eval_under_run_settings_updates_training_results(trained, tmp_path):
     steps = run_script(
         "eval.py", tmp_path, "--name", "s", "--reverse_steps", "5", "--deterministic"
     )
-    assert again.returncode == 0 and steps.returncode == 0, again.stderr + steps.stderr
+    assert again.returncode == 0, again.stderr
+    assert steps.returncode == 0, steps.stderr
     epoch = json.loads(results_path.read_text())["epochs"]["1"]
     # Same settings and seed: the same numbers in the same place.
     assert epoch["variants"]["model"] == trained_metrics

@@ -1,4 +1,4 @@
-"""Input that would lose work or give wrong results is refused before anything is written."""
+"""Input that would lose work or give wrong results is rejected before anything is written."""
 
 import json
 import os
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 
 
 def snapshot(run_dir):
-    """Contents of every file of the run folder, to show that a refused command wrote nothing."""
+    """Contents of every file of the run folder, to show that a rejected command wrote nothing."""
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
@@ -54,7 +54,7 @@ def snapshot(run_dir):
         ("eval.py", ["--nsamples", "100"], "data.nsamples"),
     ],
 )
-def test_refused_flags_write_nothing(trained, monkeypatch, capsys, script, flags, message):
+def test_rejected_flags_write_nothing(trained, monkeypatch, capsys, script, flags, message):
     folder, run_dir = trained
     before = snapshot(run_dir)
     assert exit_status(script, folder, monkeypatch, "--name", "g", *flags) == 2
@@ -64,7 +64,7 @@ def test_refused_flags_write_nothing(trained, monkeypatch, capsys, script, flags
     assert snapshot(run_dir) == before
 
 
-def test_eval_of_older_epoch_keeps_loss_curve(trained):
+def test_old_epoch_eval_keeps_curve(trained):
     folder, run_dir = trained
     before = (run_dir / "loss_curve.png").read_bytes()
     result = run_script("eval.py", folder, "--name", "g", "--epochs", "1")
@@ -75,7 +75,7 @@ def test_eval_of_older_epoch_keeps_loss_curve(trained):
     assert f"config: {os.path.join('models', 'g', 'config.yml')}" in result.stdout
 
 
-def test_interrupted_evaluation_names_the_fix(tmp_path, monkeypatch, capsys):
+def test_interrupted_evaluation_names_fix(tmp_path, monkeypatch, capsys):
     from bem.evaluation import Evaluator
 
     def interrupt(*args, **kwargs):
@@ -102,7 +102,7 @@ def test_resume_drops_later_metrics(tmp_path, monkeypatch):
     assert exit_status("run.py", tmp_path, monkeypatch, "--name", "m", "--resume") == 0
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     loss_steps = [r["step"] for r in records if r["key"] == "loss"]
-    # Epochs 2 and 3 were trained twice; only the resumed run's records remain.
+    # Epochs 2 and 3 were trained twice, but only the resumed run's records remain.
     assert loss_steps == [1, 2, 3]
 
 
@@ -115,8 +115,8 @@ def test_purge_keeps_records_without_step(tmp_path):
     text = "".join(json.dumps(line) + "\n" for line in lines) + "not json\n"
     (tmp_path / "metrics.jsonl").write_text(text)
     assert DefaultLogger(tmp_path).purge_from(2) == 1
-    kept = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert kept == [json.dumps(lines[0]), json.dumps(lines[1]), "not json"]
+    remaining = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert remaining == [json.dumps(lines[0]), json.dumps(lines[1]), "not json"]
 
 
 def test_atomic_files_get_the_usual_mode(tmp_path):
@@ -128,7 +128,7 @@ def test_atomic_files_get_the_usual_mode(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
 
 
-def test_truncated_checkpoint_names_the_fix(trained, tmp_path):
+def test_truncated_checkpoint_names_fix(trained, tmp_path):
     from bem.checkpoint import CheckpointError, load_checkpoint
 
     _, run_dir = trained
@@ -167,7 +167,7 @@ def test_parser_error_is_one_line(monkeypatch, capsys, tmp_path):
         ("diffusion", "alpha", "1.7", "remove the quotes around the number"),
     ],
 )
-def test_number_read_as_string_gets_a_hint(section, key, value, hint):
+def test_string_number_gets_hint(section, key, value, hint):
     p = dict(TINY)
     p[section] = {**TINY.get(section, {}), key: value}
     with pytest.raises(ConfigError, match=hint):
@@ -180,7 +180,7 @@ def test_null_section_is_rejected():
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, terminal):
+def test_progress_only_on_terminal(tmp_path, monkeypatch, terminal):
     class Stream:
         def isatty(self):
             return terminal
@@ -194,7 +194,7 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch, terminal):
     assert build_config(args, "run")["run"]["progress"] is terminal
 
 
-def test_eval_without_config_file_uses_checkpoint_config(trained, tmp_path):
+def test_eval_reads_checkpoint_config(trained, tmp_path):
     import shutil
 
     import yaml
@@ -228,9 +228,9 @@ def test_interrupted_eval_exits_130(trained, tmp_path, monkeypatch, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
-def test_unusable_tracker_exits_2_before_writing(trained, monkeypatch, capsys):
+def test_unusable_tracker_exits_2(trained, monkeypatch, capsys):
     # Without the neptune package, or without a project in server mode, the tracker cannot
-    # start; either way the run is left as it was.
+    # start. Either way the run stays as it was.
     folder, run_dir = trained
     for variable in ("NEPTUNE_MODE", "NEPTUNE_PROJECT", "NEPTUNE_API_TOKEN"):
         monkeypatch.delenv(variable, raising=False)
@@ -243,7 +243,7 @@ def test_unusable_tracker_exits_2_before_writing(trained, monkeypatch, capsys):
     assert snapshot(run_dir) == before
 
 
-def test_renamed_checkpoint_is_refused(trained, tmp_path, monkeypatch, capsys):
+def test_renamed_checkpoint_rejected(trained, tmp_path, monkeypatch, capsys):
     import shutil
 
     _, run_dir = trained
@@ -252,4 +252,4 @@ def test_renamed_checkpoint_is_refused(trained, tmp_path, monkeypatch, capsys):
     (copy / "checkpoint_1.pt").unlink()
     (copy / "checkpoint_2.pt").rename(copy / "checkpoint_1.pt")
     assert exit_status("eval.py", tmp_path, monkeypatch, "--name", "g", "--epochs", "1") == 2
-    assert "holds epoch 2, not 1" in capsys.readouterr().err
+    assert "contains epoch 2, not 1" in capsys.readouterr().err

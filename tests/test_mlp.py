@@ -146,8 +146,8 @@ def test_inference_path_matches_training_path(monkeypatch, options, distinct_tim
 
 
 def test_inference_path_keeps_dropout_in_training_mode():
-    # In training mode with dropout, a no-grad call must still drop units (the chunked path
-    # has no dropout), so two calls differ; in eval mode they agree.
+    # The chunked no-grad path has no dropout, so training mode must keep the dropping path:
+    # two calls then differ. In eval mode they agree.
     net = MLP(dim=2, nunits=32, nblocks=2, dropout_rate=0.5)
     x, t = torch.randn(50, 2), torch.rand(50)
     with torch.no_grad():

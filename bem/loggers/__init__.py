@@ -90,7 +90,7 @@ def load_logger_class(path: str) -> type[Logger]:
 
 def check_logger_class(spec: str) -> None:
     """Import the class behind a ``module.path:ClassName`` spec, so that a wrong spec fails
-    before a run writes anything; other specs need no import here.
+    before a run writes anything. Other specs need no import here.
 
     Raises:
         ValueError: if the module cannot be imported, or the class is missing or not a

@@ -174,7 +174,7 @@ class _Block(nn.Module):
         return h + branch if self.skip else branch
 
     def forward_into(self, h: torch.Tensor, bias: torch.Tensor, branch: torch.Tensor) -> None:
-        """Inference step of the block: overwrite ``h`` with the block's output.
+        """Overwrite ``h`` with the block's output, without autograd.
 
         ``bias`` is ``linear1``'s bias plus the time term, of shape (1, units) or (rows,
         units); ``branch`` is a work buffer shaped like ``h``. Dropout is the identity here.
@@ -301,7 +301,7 @@ class MLP(nn.Module):
     def _forward_inference(
         self, x: torch.Tensor, emb: torch.Tensor, index: torch.Tensor | None
     ) -> torch.Tensor:
-        """The forward pass without autograd, in chunks of rows with reused work buffers.
+        """Run the forward pass without autograd, in chunks of rows with reused work buffers.
 
         Same result as the training path up to float rounding. At batch 10,000 the training
         path allocates a fresh 2.5 MB tensor for every intermediate. The page faults on that
